@@ -1,0 +1,185 @@
+"""Resolve an :class:`~fedhyper.config.ExperimentConfig` from Hydra or Flower inputs.
+
+Both entry points end here: ``python -m fedhyper`` hands over the ``DictConfig`` Hydra
+composed, and the Flower ServerApp turns its run-config into the same Hydra group
+choices and overrides and composes them with :func:`compose_config`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import get_type_hints
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedhyper.config import ExperimentConfig
+from fedhyper.errors import ConfigError
+from fedhyper.validation import validate
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+"""The Hydra configuration tree shipped with the project."""
+
+CONFIG_GROUPS = (
+    "experiment",
+    "dataset",
+    "partition",
+    "model",
+    "client",
+    "strategy",
+    "simulation",
+    "logging",
+)
+"""Hydra config groups, also the group keys of the Flower run-config."""
+
+OVERRIDES_KEY = "overrides"
+"""Run-config key holding extra Hydra-style ``key=value`` overrides."""
+
+NO_CHOICE = "none"
+"""Run-config value that leaves an optional group (``experiment``) unselected."""
+
+ConfigStore.instance().store(name="schema", node=ExperimentConfig)
+
+
+def group_options(group: str) -> list[str]:
+    """List the choices of a config group, as named by the files in ``conf/<group>/``.
+
+    Parameters
+    ----------
+    group : str
+        A member of :data:`CONFIG_GROUPS`.
+
+    Returns
+    -------
+    list of str
+        Sorted option names.
+    """
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def to_experiment(cfg: DictConfig) -> ExperimentConfig:
+    """Convert a composed Hydra config into a validated :class:`ExperimentConfig`.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        Output of Hydra's composition (``hydra.main`` or :func:`compose_config`).
+
+    Returns
+    -------
+    ExperimentConfig
+        The typed, validated experiment.
+
+    Raises
+    ------
+    ConfigError
+        If a value is out of its allowed range.
+    """
+    plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    experiment = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), plain))
+    assert isinstance(experiment, ExperimentConfig)
+    validate(experiment)
+    return experiment
+
+
+def compose_config(overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Compose ``conf/config.yaml`` with Hydra-style overrides, as the CLI would.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        Overrides in Hydra syntax, e.g. ``["strategy=fedavg", "client.lr=0.05"]``.
+
+    Returns
+    -------
+    ExperimentConfig
+        The typed, validated experiment.
+
+    Raises
+    ------
+    ConfigError
+        If a group choice or key does not exist or a value is invalid.
+    """
+    for override in overrides:
+        _check_override(override)
+    try:
+        # Hydra keeps one global instance, which the Hydra CLI path already owns.
+        if GlobalHydra.instance().is_initialized():
+            cfg = compose(config_name="config", overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+                cfg = compose(config_name="config", overrides=list(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error.full_key), error.value, _expected(error)) from None
+    except HydraException as error:
+        cause = error.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            raise ConfigError(str(cause.full_key), cause.value, _expected(cause)) from None
+        raise ConfigError("overrides", list(overrides), _first_line(error)) from None
+    return to_experiment(cfg)
+
+
+def run_config_overrides(run_config: Mapping[str, object]) -> list[str]:
+    """Translate a Flower run-config into Hydra overrides.
+
+    Group keys (``strategy = "fedavg"``) become group choices, and the free-form
+    ``overrides`` string is split like a shell command line.
+
+    Parameters
+    ----------
+    run_config : mapping
+        ``context.run_config`` of the ServerApp.
+
+    Returns
+    -------
+    list of str
+        Overrides for :func:`compose_config`.
+    """
+    overrides = [
+        f"{group}={run_config[group]}"
+        for group in CONFIG_GROUPS
+        if group in run_config and run_config[group] != NO_CHOICE
+    ]
+    extra = run_config.get(OVERRIDES_KEY, "")
+    if not isinstance(extra, str):
+        raise ConfigError(OVERRIDES_KEY, extra, "a string of space-separated key=value pairs")
+    return overrides + shlex.split(extra)
+
+
+def _check_override(override: str) -> None:
+    """Reject an unknown group choice or key with the allowed values, before Hydra does."""
+    key, sep, value = override.lstrip("+~").partition("=")
+    if not sep:
+        raise ConfigError(key, None, "key=value")
+    if key in CONFIG_GROUPS:
+        if value not in (*group_options(key), "null"):
+            raise ConfigError(key, value, ", ".join(group_options(key)))
+        return
+    if key.startswith("hydra."):
+        return
+    parts = key.split(".")
+    node: object = ExperimentConfig
+    for depth, part in enumerate(parts):
+        parent = ".".join(parts[:depth]) or "the top level"
+        if not is_dataclass(node):
+            raise ConfigError(key, value, f"no keys below '{parent}', which is a value")
+        hints = get_type_hints(node)
+        if part not in hints:
+            raise ConfigError(key, value, f"keys of {parent}: {', '.join(hints)}")
+        node = hints[part]
+
+
+def _expected(error: OmegaConfBaseException) -> str:
+    target = _first_line(error).split(" could not be converted to ")[-1].rstrip(".")
+    return f"a value of type {target.lower()}"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,215 @@
+"""The experiment schema: the single source of defaults for every entry point.
+
+Hydra (``python -m fedhyper``) and Flower (``flwr run .``) both resolve an
+:class:`ExperimentConfig` through :func:`fedhyper.compose.compose_config`, so an
+experiment is the same whichever way it is launched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DatasetConfig:
+    """Which data to train on and where it lives.
+
+    Attributes
+    ----------
+    name : str
+        One of ``fashion_mnist``, ``cifar10``, ``femnist``, ``shakespeare``.
+    data_dir : str or None
+        Local Parquet mirror; ``None`` looks at ``$FEDHYPER_DATA_DIR`` then ``../shared/data``.
+    cache_dir : str or None
+        Where decoded tensors are cached; ``None`` uses ``$FEDHYPER_CACHE_DIR`` or
+        ``~/.cache/fedhyper``.
+    validation_fraction : float
+        Share of each client's rows held out for its local validation split.
+    test_examples : int
+        Size of the centralised test set (first rows of the test split); 0 keeps all.
+    """
+
+    name: str = "fashion_mnist"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    validation_fraction: float = 0.1
+    test_examples: int = 0
+
+
+@dataclass
+class PartitionConfig:
+    """How rows are split among clients (flwr-datasets partitioners).
+
+    Attributes
+    ----------
+    kind : str
+        ``iid``, ``dirichlet`` (over labels), ``pathological`` (k classes per client) or
+        ``natural`` (writer or speaking role).
+    num_clients : int
+        Number of simulated clients (SuperNodes).
+    alpha : float
+        Dirichlet concentration; smaller is more skewed.
+    classes_per_client : int
+        Labels per client for ``pathological``.
+    """
+
+    kind: str = "dirichlet"
+    num_clients: int = 100
+    alpha: float = 0.5
+    classes_per_client: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train.
+
+    Attributes
+    ----------
+    name : str
+        ``cnn``, ``cifar_cnn``, ``resnet18_gn`` or ``char_lstm``.
+    hidden_size : int
+        LSTM width for ``char_lstm`` (LEAF uses 256).
+    """
+
+    name: str = "cnn"
+    hidden_size: int = 256
+
+
+@dataclass
+class ClientConfig:
+    """Local training on each client.
+
+    Attributes
+    ----------
+    optimizer : str
+        ``sgd`` or ``adam``.
+    lr : float
+        Initial local learning rate η_0.
+    momentum : float
+        SGD momentum (ignored by Adam).
+    weight_decay : float
+        L2 penalty of the local optimiser.
+    local_epochs : int
+        Passes over the client's data per round.
+    batch_size : int
+        Mini-batch size.
+    max_steps : int
+        Cap on local steps per round; 0 means no cap.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.5
+    weight_decay: float = 0.0
+    local_epochs: int = 1
+    batch_size: int = 64
+    max_steps: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class StrategyConfig:
+    """The server strategy and its learning-rate rule.
+
+    Attributes
+    ----------
+    name : str
+        Strategy name; see :data:`fedhyper.compose.STRATEGY_NAMES`.
+    clients_per_round : int
+        Clients sampled for training each round.
+    evaluate_clients_per_round : int
+        Clients sampled for federated evaluation each round; 0 disables it.
+    weighted : bool
+        Weight the aggregate by ``num-examples`` (Flower) rather than the plain mean
+        (the reference code).
+    global_lr : float
+        Initial global learning rate α_0.
+    hyper_lr : float
+        Hyper learning rate β_g of the global rule.
+    global_lr_min : float
+        Lower clip bound of α.
+    global_lr_max : float
+        Upper clip bound of α.
+    """
+
+    name: str = "fedavg"
+    clients_per_round: int = 10
+    evaluate_clients_per_round: int = 10
+    weighted: bool = True
+    global_lr: float = 1.0
+    hyper_lr: float = 1.0
+    global_lr_min: float = 0.2
+    global_lr_max: float = 5.0
+
+
+@dataclass
+class SimulationConfig:
+    """How the Flower simulation engine runs clients.
+
+    Attributes
+    ----------
+    backend : str
+        Flower simulation backend (``ray``).
+    num_cpus_per_client : float
+        Ray resources of one ClientApp; concurrency = CPUs / this value.
+    num_gpus_per_client : float
+        Fraction of a GPU per ClientApp (0.25 puts four clients on one GPU).
+    round_timeout_s : float
+        Seconds the server waits for the replies of one round.
+    """
+
+    backend: str = "ray"
+    num_cpus_per_client: float = 1.0
+    num_gpus_per_client: float = 0.0
+    round_timeout_s: float = 3600.0
+
+
+@dataclass
+class LoggingConfig:
+    """Outputs, experiment tracking and the terminal display.
+
+    Attributes
+    ----------
+    output_dir : str or None
+        Run directory; ``None`` uses Hydra's job directory, or
+        ``outputs/<date>/<time>-<strategy>`` under the working directory for ``flwr run``.
+    wandb : bool
+        Log to Weights & Biases (offline unless ``WANDB_API_KEY`` is set).
+    wandb_project : str
+        W&B project name.
+    progress : bool
+        Show the live round display on the terminal.
+    """
+
+    output_dir: str | None = None
+    wandb: bool = False
+    wandb_project: str = "fedhyper"
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One federated experiment.
+
+    Attributes
+    ----------
+    num_rounds : int
+        Federated rounds.
+    seed : int
+        Seed of partitioning, sampling, model initialisation and local shuffling.
+    target_accuracy : float
+        Centralised accuracy used to report rounds-to-target.
+    """
+
+    num_rounds: int = 20
+    seed: int = 0
+    target_accuracy: float = 0.7
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -1,0 +1,102 @@
+"""What a client needs to know to train: the wire format between ServerApp and ClientApp.
+
+The server flattens the relevant parts of an :class:`~fedhyper.config.ExperimentConfig`
+into scalar key/value pairs (a Flower ``ConfigRecord`` carries them); the client reads
+them back into a :class:`ClientTask`. Keeping this in one place means a deployed
+SuperNode needs no copy of the experiment's configuration files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fedhyper.config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """Everything a client reads from the server's training or evaluation message.
+
+    ``data_dir`` and ``cache_dir`` are empty strings when the client should use its own
+    defaults (a SuperNode's node-config may name its local directory instead).
+    """
+
+    dataset: str
+    data_dir: str
+    cache_dir: str
+    validation_fraction: float
+    partition_kind: str
+    num_partitions: int
+    alpha: float
+    classes_per_client: int
+    seed: int
+    model: str
+    hidden_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    local_epochs: int
+    batch_size: int
+    max_steps: int
+    device: str
+
+    @classmethod
+    def from_experiment(cls, config: ExperimentConfig) -> ClientTask:
+        """Extract the client's part of an experiment.
+
+        Parameters
+        ----------
+        config : ExperimentConfig
+            The resolved experiment.
+
+        Returns
+        -------
+        ClientTask
+            The task to send to every client.
+        """
+        dataset, partition, client = config.dataset, config.partition, config.client
+        return cls(
+            dataset=dataset.name,
+            data_dir=dataset.data_dir or "",
+            cache_dir=dataset.cache_dir or "",
+            validation_fraction=dataset.validation_fraction,
+            partition_kind=partition.kind,
+            num_partitions=partition.num_clients,
+            alpha=partition.alpha,
+            classes_per_client=partition.classes_per_client,
+            seed=config.seed,
+            model=config.model.name,
+            hidden_size=config.model.hidden_size,
+            optimizer=client.optimizer,
+            lr=client.lr,
+            momentum=client.momentum,
+            weight_decay=client.weight_decay,
+            local_epochs=client.local_epochs,
+            batch_size=client.batch_size,
+            max_steps=client.max_steps,
+            device=client.device,
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Flatten to scalar values, as a Flower ``ConfigRecord`` accepts them."""
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ClientTask:
+        """Read a task back from a received record, ignoring keys it does not know.
+
+        Parameters
+        ----------
+        values : mapping
+            The received ``ConfigRecord`` (it also holds per-round keys such as
+            ``server-round``).
+
+        Returns
+        -------
+        ClientTask
+            The task; per-round overrides such as a scheduled ``lr`` are included.
+        """
+        return cls(**{f.name: values[f.name] for f in fields(cls)})

@@ -1,0 +1,330 @@
+"""Local training and evaluation loops shared by clients and the server.
+
+Batches are ``(inputs, targets)`` pairs and the loss is cross-entropy on logits.
+Per-step learning-rate rules (FedHyper's client-side hypergradient) plug into
+:func:`train_local` through the :class:`StepController` protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sized
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.optimizer import ParamsT
+from torch.utils.data import DataLoader, Dataset
+
+from fedhyper.errors import ConfigError
+
+__all__ = [
+    "DEVICE_CHOICES",
+    "OPTIMIZER_NAMES",
+    "EvalResult",
+    "StepController",
+    "TrainResult",
+    "evaluate",
+    "make_optimizer",
+    "pick_device",
+    "set_seed",
+    "train_local",
+]
+
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam")
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+class StepController(Protocol):
+    """Per-step hooks through which a learning-rate rule steers :func:`train_local`.
+
+    The controller is expected to hold the optimizer (and model) it acts on; the loop
+    only tells it where it is.
+    """
+
+    def start_epoch(self) -> None:
+        """Run at the start of every local epoch, before its first batch."""
+
+    def before_step(self) -> None:
+        """Run after ``backward()`` and right before ``optimizer.step()``.
+
+        Gradients of the current batch are available; a learning rate set here is
+        the one the imminent step uses.
+        """
+
+    def after_step(self) -> None:
+        """Run right after ``optimizer.step()``; a learning rate set here applies next."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Summary of one call to :func:`train_local`.
+
+    Attributes
+    ----------
+    mean_loss : float
+        Training loss averaged over every example processed (NaN if none was).
+    num_examples : int
+        Examples processed, counted once per epoch they were seen in.
+    dataset_size : int
+        ``len(loader.dataset)``, or ``num_examples`` when the dataset has no length.
+    steps : int
+        Optimizer steps taken.
+    lrs : list of float
+        Learning rate of ``optimizer.param_groups[0]`` used by each step.
+
+    """
+
+    mean_loss: float
+    num_examples: int
+    dataset_size: int
+    steps: int
+    lrs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Summary of one call to :func:`evaluate`.
+
+    Attributes
+    ----------
+    loss : float
+        Mean cross-entropy per example (NaN on empty data).
+    accuracy : float
+        Fraction of examples whose arg-max logit is the target (NaN on empty data).
+    num_examples : int
+        Examples evaluated.
+
+    """
+
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's (CPU and every CUDA device) generators.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    """Resolve a device setting.
+
+    Parameters
+    ----------
+    prefer : str
+        ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    torch.device
+        The device to train on.
+
+    Raises
+    ------
+    ConfigError
+        If ``prefer`` is unknown, or is ``cuda`` while no CUDA device is available.
+
+    """
+    if prefer not in DEVICE_CHOICES:
+        raise ConfigError("client.device", prefer, ", ".join(DEVICE_CHOICES))
+    cuda = torch.cuda.is_available()
+    if prefer == "cuda" and not cuda:
+        raise ConfigError("client.device", prefer, "auto, cpu (no CUDA device is available)")
+    if prefer == "cpu" or not cuda:
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def make_optimizer(
+    name: str, params: ParamsT, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """Construct the local optimizer.
+
+    Parameters
+    ----------
+    name : str
+        ``sgd`` (heavy-ball momentum) or ``adam`` (default betas; ``momentum`` unused).
+    params : iterable of torch.Tensor or of dict
+        Parameters or parameter groups to optimise.
+    lr : float
+        Learning rate.
+    momentum : float
+        SGD momentum factor.
+    weight_decay : float
+        L2 penalty added to the gradient.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The optimizer.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not in :data:`OPTIMIZER_NAMES`.
+
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError("client.optimizer", name, ", ".join(OPTIMIZER_NAMES))
+
+
+def train_local(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    device: torch.device,
+    max_steps: int = 0,
+    controller: StepController | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with cross-entropy for a number of local epochs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Network already on ``device``; it is left in training mode.
+    loader : torch.utils.data.DataLoader
+        Yields ``(inputs, targets)`` batches; targets are class indices.
+    optimizer : torch.optim.Optimizer
+        Optimizer over ``model``'s parameters.
+    epochs : int
+        Passes over ``loader``; at least 1.
+    device : torch.device
+        Where batches are moved.
+    max_steps : int
+        If positive, stop after this many optimizer steps in total, even mid-epoch;
+        an epoch that would take no step is not started.
+    controller : StepController, optional
+        Per-step learning-rate rule.
+
+    Returns
+    -------
+    TrainResult
+        Mean loss, example and step counts, and the learning rate of every step.
+
+    Raises
+    ------
+    ValueError
+        If ``epochs < 1`` or ``max_steps < 0``.
+
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if max_steps < 0:
+        raise ValueError(f"max_steps must be non-negative, got {max_steps}")
+    step_budget = max_steps if max_steps > 0 else math.inf
+
+    model.train()
+    # Summed on the device so the loop never waits for the accelerator; read once at the end.
+    loss_sum = torch.zeros((), device=device)
+    num_examples = 0
+    lrs: list[float] = []
+    for _ in range(epochs):
+        if len(lrs) >= step_budget:
+            break
+        if controller is not None:
+            controller.start_epoch()
+        for inputs, targets in loader:
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            # Same as loss.backward(), which torch leaves untyped.
+            torch.autograd.backward(loss)
+            if controller is not None:
+                controller.before_step()
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            optimizer.step()
+            if controller is not None:
+                controller.after_step()
+            batch_size = targets.shape[0]
+            loss_sum += loss.detach() * batch_size
+            num_examples += batch_size
+            if len(lrs) >= step_budget:
+                break
+
+    dataset = loader.dataset
+    return TrainResult(
+        mean_loss=loss_sum.item() / num_examples if num_examples else math.nan,
+        num_examples=num_examples,
+        dataset_size=len(dataset) if isinstance(dataset, Sized) else num_examples,
+        steps=len(lrs),
+        lrs=lrs,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    dataset_or_loader: Dataset[Any] | DataLoader[Any],
+    *,
+    device: torch.device,
+    batch_size: int = 1024,
+) -> EvalResult:
+    """Compute cross-entropy and accuracy of ``model`` without tracking gradients.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Network already on ``device``; its train/eval mode is restored afterwards.
+    dataset_or_loader : torch.utils.data.Dataset or torch.utils.data.DataLoader
+        ``(inputs, target)`` examples, or a loader of such batches (used as is).
+    device : torch.device
+        Where batches are moved.
+    batch_size : int
+        Batch size of the loader built when a dataset is given.
+
+    Returns
+    -------
+    EvalResult
+        Mean loss, accuracy and number of examples.
+
+    """
+    if isinstance(dataset_or_loader, DataLoader):
+        loader = dataset_or_loader
+    else:
+        loader = DataLoader(
+            dataset_or_loader,
+            batch_size=batch_size,
+            shuffle=False,
+            pin_memory=device.type == "cuda",
+        )
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    num_examples = 0
+    try:
+        with torch.inference_mode():
+            for inputs, targets in loader:
+                inputs = inputs.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                logits = model(inputs)
+                loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
+                correct += (logits.argmax(dim=1) == targets).sum()
+                num_examples += targets.shape[0]
+    finally:
+        model.train(was_training)
+    if num_examples == 0:
+        return EvalResult(loss=math.nan, accuracy=math.nan, num_examples=0)
+    return EvalResult(
+        loss=loss_sum.item() / num_examples,
+        accuracy=correct.item() / num_examples,
+        num_examples=num_examples,
+    )

@@ -1,0 +1,123 @@
+"""The schema, Hydra composition, run-config equivalence and validation errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+from flwr.common.config import flatten_dict, fuse_dicts, parse_config_args
+
+from fedhyper.compose import CONF_DIR, CONFIG_GROUPS, compose_config, run_config_overrides
+from fedhyper.config import ExperimentConfig
+from fedhyper.errors import ConfigError
+from fedhyper.task import ClientTask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def flower_run_config(run_config_arg: str) -> dict[str, object]:
+    """What Flower hands the ServerApp: pyproject defaults fused with --run-config."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    defaults = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
+    return fuse_dicts(defaults, parse_config_args([run_config_arg]))
+
+
+def test_schema_defaults_survive_composition() -> None:
+    config = compose_config(["strategy=fedavg"])
+    assert config.client == ExperimentConfig().client
+    assert config.strategy.name == "fedavg"
+
+
+def test_pyproject_group_defaults_match_hydra_defaults() -> None:
+    """`flwr run .` with no overrides builds the experiment `python -m fedhyper` builds."""
+    pyproject_overrides = run_config_overrides(flower_run_config(""))
+    defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
+    hydra_choices = {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+    for group in CONFIG_GROUPS:
+        if hydra_choices[group] is not None:
+            assert f"{group}={hydra_choices[group]}" in pyproject_overrides
+
+
+def test_hydra_cli_override_equals_flower_run_config() -> None:
+    hydra_args = ["strategy=fedavg", "client=adam", "num_rounds=7", "client.lr=0.05"]
+    printed = subprocess.run(
+        [sys.executable, "-m", "fedhyper", *hydra_args, "--cfg", "job"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout
+    from_hydra_cli = yaml.safe_load(printed)
+    run_config = flower_run_config(
+        "strategy='fedavg' client='adam' overrides='num_rounds=7 client.lr=0.05'"
+    )
+    from_flower = compose_config(run_config_overrides(run_config))
+    assert from_hydra_cli == asdict(from_flower)
+    assert from_flower.client.optimizer == "adam"
+    assert from_flower.client.lr == 0.05
+    assert from_flower.num_rounds == 7
+
+
+def test_experiment_preset_sets_the_main_job() -> None:
+    config = compose_config(["experiment=main", "strategy=fedhyper_g"])
+    assert (config.partition.kind, config.partition.alpha) == ("dirichlet", 0.5)
+    assert (config.partition.num_clients, config.strategy.clients_per_round) == (100, 10)
+
+
+def test_client_task_round_trip() -> None:
+    config = compose_config(["dataset.data_dir=/data", "client.max_steps=3"])
+    task = ClientTask.from_experiment(config)
+    received = {**task.to_mapping(), "server-round": 4}
+    assert ClientTask.from_mapping(received) == task
+    assert task.data_dir == "/data"
+    assert task.max_steps == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["strategy=nope"], "strategy", "fedavg, fedhyper_g"),
+        (["strategy.name=nope"], "strategy.name", "fedavg, fedhyper_g"),
+        (["dataset=mnist"], "dataset", "cifar10, fashion_mnist, femnist, shakespeare"),
+        (["model=vgg"], "model", "char_lstm, cifar_cnn, cnn, resnet18_gn"),
+        (["model=char_lstm"], "model.name", "cnn"),
+        (["client.lr=0"], "client.lr", "a number > 0"),
+        (["client.lr=-0.1"], "client.lr", "a number > 0"),
+        (["client.lr=fast"], "client.lr", "a value of type float"),
+        (["client.optimizer=rmsprop"], "client.optimizer", "sgd, adam"),
+        (["client.lrr=0.1"], "client.lrr", "keys of client"),
+        (["strategy.global_lr_min=6"], "strategy.global_lr_max", ">= strategy.global_lr_min"),
+        (["strategy.global_lr=9"], "strategy.global_lr", "[0.2, 5]"),
+        (["strategy.clients_per_round=101"], "strategy.clients_per_round", "[1, 100]"),
+        (["partition.alpha=0"], "partition.alpha", "a number > 0"),
+        (["partition.alpha=-1"], "partition.alpha", "a number > 0"),
+        (["partition=natural"], "partition.kind", "no natural clients"),
+        (["num_rounds=0"], "num_rounds", ">= 1"),
+    ],
+)
+def test_invalid_values_name_the_key_and_allowed_values(
+    overrides: list[str], key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        compose_config(overrides)
+    assert error.value.key == key
+    assert allowed in error.value.allowed
+
+
+def test_cli_reports_a_bad_value_in_one_line_without_training() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedhyper", "partition.alpha=0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "fedhyper: invalid value for 'partition.alpha': 0.0 (allowed: a number > 0)"
+    )
+    assert "Traceback" not in result.stderr + result.stdout
