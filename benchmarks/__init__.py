@@ -1,0 +1,1 @@
+"""Benchmarks: sweeps, result tables and plots."""

@@ -15,9 +15,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
-from fedhyper.history import SUMMARY_FILE, RunSummary, read_history  # noqa: E402
+from fedhyper.history import SUMMARY_FILE, RunSummary, read_history
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ def find_runs(sweep_dir: Path) -> list[Run]:
     -------
     list of Run
         The runs that wrote a summary.
+
     """
     return [
         Run(path.parent, RunSummary.load(path.parent), read_history(path.parent))
@@ -60,6 +61,7 @@ def markdown_table(runs: list[Run]) -> str:
     -------
     str
         The table, one row per run.
+
     """
     target = runs[0].summary.target_accuracy
     lines = [
@@ -85,6 +87,7 @@ def plot(runs: list[Run], path: Path) -> None:
         Runs to draw.
     path : Path
         PNG file to write.
+
     """
     figure, (accuracy_axis, lr_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:

@@ -1,0 +1,1 @@
+"""Flower ClientApp and local trainers."""

@@ -31,6 +31,12 @@ def _model(name: str, dataset: str, hidden_size: int, device: str) -> torch.nn.M
     return model.to(torch.device(device))
 
 
+def _integer(value: object) -> int:
+    if not isinstance(value, int | str):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
 def _data(task: ClientTask, partition_id: int) -> ClientData:
     return client_data(
         task.dataset,
@@ -57,8 +63,8 @@ def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Mod
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this client's data with the LR the server set."""
     task = ClientTask.from_mapping(message.content.config_records["config"])
-    partition_id = int(context.node_config[PARTITION_ID_KEY])
-    server_round = int(message.content.config_records["config"]["server-round"])
+    partition_id = _integer(context.node_config[PARTITION_ID_KEY])
+    server_round = _integer(message.content.config_records["config"]["server-round"])
     data = _data(task, partition_id)
     model, device = _load_global_model(message, task)
     optimizer = make_optimizer(
@@ -96,7 +102,7 @@ def train(message: Message, context: Context) -> Message:
 def evaluate_global(message: Message, context: Context) -> Message:
     """Evaluate the received global model on this client's validation split."""
     task = ClientTask.from_mapping(message.content.config_records["config"])
-    data = _data(task, int(context.node_config[PARTITION_ID_KEY]))
+    data = _data(task, _integer(context.node_config[PARTITION_ID_KEY]))
     model, device = _load_global_model(message, task)
     result = evaluate(model, data.validation, device=device)
     metrics = MetricRecord(

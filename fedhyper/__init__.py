@@ -1,0 +1,1 @@
+"""FedHyper: hypergradient learning-rate scheduling for federated learning (core, Flower-free)."""

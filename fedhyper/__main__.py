@@ -4,6 +4,7 @@ Examples
 --------
 ``python -m fedhyper strategy=fedavg num_rounds=5``
 ``python -m fedhyper --multirun strategy=fedavg,fedhyper_g seed=0,1,2``
+
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ class TensorBatches:
         Rows per batch (the last one may be smaller).
     generator : torch.Generator
         Source of the per-epoch permutation, for reproducible runs.
+
     """
 
     def __init__(self, dataset: TensorDataset, batch_size: int, generator: torch.Generator):
+        self.dataset = dataset
         self.inputs, self.labels = dataset.tensors
         self.batch_size = batch_size
         self.generator = generator
@@ -38,3 +40,26 @@ class TensorBatches:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             yield self.inputs[batch], self.labels[batch]
+
+
+def sequential_batches(
+    dataset: TensorDataset, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(inputs, labels)`` slices of ``dataset`` in order (for evaluation).
+
+    Parameters
+    ----------
+    dataset : TensorDataset
+        ``(inputs, labels)``.
+    batch_size : int
+        Rows per slice.
+
+    Yields
+    ------
+    tuple of Tensor
+        Views into the dataset's tensors, no copy.
+
+    """
+    inputs, labels = dataset.tensors
+    for start in range(0, len(labels), batch_size):
+        yield inputs[start : start + batch_size], labels[start : start + batch_size]

@@ -60,6 +60,7 @@ def group_options(group: str) -> list[str]:
     -------
     list of str
         Sorted option names.
+
     """
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
@@ -81,8 +82,9 @@ def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     ------
     ConfigError
         If a value is out of its allowed range.
+
     """
-    plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    plain = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
     experiment = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), plain))
     assert isinstance(experiment, ExperimentConfig)
     validate(experiment)
@@ -106,6 +108,7 @@ def compose_config(overrides: Sequence[str] = ()) -> ExperimentConfig:
     ------
     ConfigError
         If a group choice or key does not exist or a value is invalid.
+
     """
     for override in overrides:
         _check_override(override)
@@ -141,6 +144,7 @@ def run_config_overrides(run_config: Mapping[str, object]) -> list[str]:
     -------
     list of str
         Overrides for :func:`compose_config`.
+
     """
     overrides = [
         f"{group}={run_config[group]}"

@@ -26,7 +26,8 @@ class DatasetConfig:
     validation_fraction : float
         Share of each client's rows held out for its local validation split.
     test_examples : int
-        Size of the centralised test set (first rows of the test split); 0 keeps all.
+        Size of the centralised test set (a fixed random subset); 0 keeps all.
+
     """
 
     name: str = "fashion_mnist"
@@ -51,6 +52,7 @@ class PartitionConfig:
         Dirichlet concentration; smaller is more skewed.
     classes_per_client : int
         Labels per client for ``pathological``.
+
     """
 
     kind: str = "dirichlet"
@@ -69,6 +71,7 @@ class ModelConfig:
         ``cnn``, ``cifar_cnn``, ``resnet18_gn`` or ``char_lstm``.
     hidden_size : int
         LSTM width for ``char_lstm`` (LEAF uses 256).
+
     """
 
     name: str = "cnn"
@@ -97,6 +100,7 @@ class ClientConfig:
         Cap on local steps per round; 0 means no cap.
     device : str
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+
     """
 
     optimizer: str = "sgd"
@@ -132,6 +136,7 @@ class StrategyConfig:
         Lower clip bound of α.
     global_lr_max : float
         Upper clip bound of α.
+
     """
 
     name: str = "fedavg"
@@ -158,6 +163,7 @@ class SimulationConfig:
         Fraction of a GPU per ClientApp (0.25 puts four clients on one GPU).
     round_timeout_s : float
         Seconds the server waits for the replies of one round.
+
     """
 
     backend: str = "ray"
@@ -181,6 +187,7 @@ class LoggingConfig:
         W&B project name.
     progress : bool
         Show the live round display on the terminal.
+
     """
 
     output_dir: str | None = None
@@ -201,6 +208,7 @@ class ExperimentConfig:
         Seed of partitioning, sampling, model initialisation and local shuffling.
     target_accuracy : float
         Centralised accuracy used to report rounds-to-target.
+
     """
 
     num_rounds: int = 20

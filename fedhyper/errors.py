@@ -23,6 +23,7 @@ class ConfigError(FedHyperError):
         The offending value as configured.
     allowed : str
         Human-readable description of the accepted values.
+
     """
 
     def __init__(self, key: str, value: object, allowed: str) -> None:

@@ -21,6 +21,7 @@ class HistoryWriter:
     ----------
     run_dir : Path
         The run's output directory.
+
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -46,6 +47,7 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     -------
     list of dict
         One row per round, in order.
+
     """
     lines = (run_dir / HISTORY_FILE).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
@@ -69,6 +71,7 @@ class RunSummary:
         The target used.
     wall_s : float
         Wall time of the training rounds, start-up excluded.
+
     """
 
     strategy: str
@@ -109,6 +112,7 @@ def summarise(strategy: str, rows: Iterable[dict[str, Any]], target: float) -> R
     -------
     RunSummary
         The figures.
+
     """
     rows = list(rows)
     accuracies = [float(row["accuracy"]) for row in rows]

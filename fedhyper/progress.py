@@ -24,6 +24,7 @@ def describe_round(row: dict[str, Any]) -> str:
     -------
     str
         E.g. ``acc 0.812  loss 0.523  global lr 1.04  client lr 0.0100``.
+
     """
     return (
         f"acc {row['accuracy']:.3f}  loss {row['loss']:.3f}  "
@@ -42,6 +43,7 @@ class RoundProgress:
         N.
     enabled : bool
         ``False`` silences the display (the history is written regardless).
+
     """
 
     def __init__(self, title: str, total_rounds: int, *, enabled: bool = True) -> None:
@@ -82,6 +84,7 @@ class RoundProgress:
             Its history row.
         completed : int
             Rounds completed so far.
+
         """
         figures = describe_round(row)
         self._progress.update(self._task, completed=completed, figures=figures)

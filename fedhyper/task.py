@@ -56,6 +56,7 @@ class ClientTask:
         -------
         ClientTask
             The task to send to every client.
+
         """
         dataset, partition, client = config.dataset, config.partition, config.client
         return cls(
@@ -98,5 +99,6 @@ class ClientTask:
         -------
         ClientTask
             The task; per-round overrides such as a scheduled ``lr`` are included.
+
         """
         return cls(**{f.name: values[f.name] for f in fields(cls)})

@@ -23,6 +23,7 @@ class Tracker:
         The experiment; logged as the W&B run config.
     run_dir : Path
         The run's output directory.
+
     """
 
     def __init__(self, config: ExperimentConfig, run_dir: Path) -> None:
@@ -31,7 +32,7 @@ class Tracker:
             return
         import wandb  # imported lazily: it is slow to import and optional per run
 
-        mode = os.environ.get("WANDB_MODE") or (
+        mode: Any = os.environ.get("WANDB_MODE") or (
             "online" if os.environ.get("WANDB_API_KEY") else "offline"
         )
         self._run = wandb.init(

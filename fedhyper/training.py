@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sized
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.optimizer import ParamsT
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import TensorDataset
 
+from fedhyper.batching import sequential_batches
 from fedhyper.errors import ConfigError
 
 __all__ = [
@@ -69,8 +70,6 @@ class TrainResult:
         Training loss averaged over every example processed (NaN if none was).
     num_examples : int
         Examples processed, counted once per epoch they were seen in.
-    dataset_size : int
-        ``len(loader.dataset)``, or ``num_examples`` when the dataset has no length.
     steps : int
         Optimizer steps taken.
     lrs : list of float
@@ -80,7 +79,6 @@ class TrainResult:
 
     mean_loss: float
     num_examples: int
-    dataset_size: int
     steps: int
     lrs: list[float] = field(default_factory=list)
 
@@ -186,7 +184,7 @@ def make_optimizer(
 
 def train_local(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: Iterable[tuple[Tensor, Tensor]],
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int,
@@ -200,8 +198,9 @@ def train_local(
     ----------
     model : torch.nn.Module
         Network already on ``device``; it is left in training mode.
-    loader : torch.utils.data.DataLoader
-        Yields ``(inputs, targets)`` batches; targets are class indices.
+    loader : iterable of (Tensor, Tensor)
+        Yields ``(inputs, targets)`` batches (a ``DataLoader``, a
+        :class:`~fedhyper.batching.TensorBatches`); targets are class indices.
     optimizer : torch.optim.Optimizer
         Optimizer over ``model``'s parameters.
     epochs : int
@@ -260,11 +259,9 @@ def train_local(
             if len(lrs) >= step_budget:
                 break
 
-    dataset = loader.dataset
     return TrainResult(
         mean_loss=loss_sum.item() / num_examples if num_examples else math.nan,
         num_examples=num_examples,
-        dataset_size=len(dataset) if isinstance(dataset, Sized) else num_examples,
         steps=len(lrs),
         lrs=lrs,
     )
@@ -272,7 +269,7 @@ def train_local(
 
 def evaluate(
     model: nn.Module,
-    dataset_or_loader: Dataset[Any] | DataLoader[Any],
+    data: TensorDataset | Iterable[tuple[Tensor, Tensor]],
     *,
     device: torch.device,
     batch_size: int = 1024,
@@ -283,12 +280,13 @@ def evaluate(
     ----------
     model : torch.nn.Module
         Network already on ``device``; its train/eval mode is restored afterwards.
-    dataset_or_loader : torch.utils.data.Dataset or torch.utils.data.DataLoader
-        ``(inputs, target)`` examples, or a loader of such batches (used as is).
+    data : TensorDataset or iterable of (Tensor, Tensor)
+        ``(inputs, targets)`` tensors, sliced into batches in order, or any iterable
+        of such batches (used as is).
     device : torch.device
         Where batches are moved.
     batch_size : int
-        Batch size of the loader built when a dataset is given.
+        Batch size when ``data`` is a ``TensorDataset``.
 
     Returns
     -------
@@ -296,15 +294,7 @@ def evaluate(
         Mean loss, accuracy and number of examples.
 
     """
-    if isinstance(dataset_or_loader, DataLoader):
-        loader = dataset_or_loader
-    else:
-        loader = DataLoader(
-            dataset_or_loader,
-            batch_size=batch_size,
-            shuffle=False,
-            pin_memory=device.type == "cuda",
-        )
+    loader = sequential_batches(data, batch_size) if isinstance(data, TensorDataset) else data
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)

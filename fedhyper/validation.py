@@ -56,6 +56,7 @@ def validate(config: ExperimentConfig) -> None:
     ------
     ConfigError
         On the first invalid setting, naming its key and the allowed values.
+
     """
     dataset, partition, client, strategy = (
         config.dataset,
@@ -67,7 +68,9 @@ def validate(config: ExperimentConfig) -> None:
     _in_range("target_accuracy", config.target_accuracy, 0.0, 1.0, closed_high=True)
 
     _one_of("dataset.name", dataset.name, tuple(DATASETS))
-    _in_range("dataset.validation_fraction", dataset.validation_fraction, 0.0, 1.0, closed_high=False)
+    _in_range(
+        "dataset.validation_fraction", dataset.validation_fraction, 0.0, 1.0, closed_high=False
+    )
     _at_least("dataset.test_examples", dataset.test_examples, 0)
 
     _one_of("model.name", config.model.name, MODEL_NAMES)

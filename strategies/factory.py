@@ -30,6 +30,7 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     -------
     dict
         Keyword arguments accepted by :class:`flwr.serverapp.strategy.FedAvg`.
+
     """
     num_clients = config.partition.num_clients
     train, evaluate = config.strategy.clients_per_round, config.strategy.evaluate_clients_per_round
@@ -79,5 +80,6 @@ def build_strategy(config: ExperimentConfig, trainable_keys: Sequence[str]) -> S
     -------
     Strategy
         A Flower ``Strategy``.
+
     """
     return BUILDERS[config.strategy.name](config, trainable_keys)

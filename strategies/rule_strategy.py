@@ -29,6 +29,7 @@ class RuleStrategy(FedAvg):
         State-dict keys of the trainable floating-point parameters, in model order.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+
     """
 
     def __init__(self, rule: ServerRule, trainable_keys: Sequence[str], **fedavg_kwargs: Any):
@@ -55,7 +56,7 @@ class RuleStrategy(FedAvg):
         if averaged is None or self._current is None:
             return averaged, metrics
         current = self._current.to_torch_state_dict()
-        new_state = averaged.to_torch_state_dict()
+        new_state = dict(averaged.to_torch_state_dict())
         delta = [new_state[key] - current[key] for key in self.trainable_keys]
         step = self.rule.step(delta)
         for key, update in zip(self.trainable_keys, step.update, strict=True):
@@ -77,4 +78,3 @@ class RuleStrategy(FedAvg):
         """Restore what :meth:`state_dict` returned."""
         self.rule.load_state_dict(state["rule"])
         self.client_lr = state["client_lr"]
-

@@ -9,6 +9,7 @@ display.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import statistics
 import time
@@ -69,6 +70,7 @@ def client_lr_stats(replies: Iterable[Message]) -> dict[str, float]:
     dict
         ``client_lr_mean``, ``client_lr_min`` and ``client_lr_max`` over all clients'
         per-step trajectories (mean of their means; min of mins; max of maxes).
+
     """
     metrics = [
         next(iter(reply.content.metric_records.values()))
@@ -76,19 +78,23 @@ def client_lr_stats(replies: Iterable[Message]) -> dict[str, float]:
         if not reply.has_error()
     ]
     if not metrics:
-        return {"client_lr_mean": float("nan"), "client_lr_min": float("nan"),
-                "client_lr_max": float("nan")}
+        return {
+            "client_lr_mean": float("nan"),
+            "client_lr_min": float("nan"),
+            "client_lr_max": float("nan"),
+        }
     return {
-        "client_lr_mean": statistics.fmean(float(m["lr-mean"]) for m in metrics),
-        "client_lr_min": min(float(m["lr-min"]) for m in metrics),
-        "client_lr_max": max(float(m["lr-max"]) for m in metrics),
+        "client_lr_mean": statistics.fmean(_metric(m, "lr-mean") for m in metrics),
+        "client_lr_min": min(_metric(m, "lr-min") for m in metrics),
+        "client_lr_max": max(_metric(m, "lr-max") for m in metrics),
     }
 
 
-def _metric(record: MetricRecord | None, key: str, default: float) -> float:
-    if record is None or key not in record:
-        return default
-    return float(record[key])  # type: ignore[arg-type]
+def _metric(record: MetricRecord | None, key: str, default: float = math.nan) -> float:
+    value = default if record is None else record.get(key, default)
+    if not isinstance(value, int | float):
+        raise TypeError(f"metric {key!r} must be a scalar, got {value!r}")
+    return float(value)
 
 
 def initial_model(config: ExperimentConfig) -> torch.nn.Module:
@@ -130,6 +136,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
     -------
     RunSummary
         Final and best accuracy, rounds to target and wall time.
+
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
@@ -160,9 +167,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
         config.strategy.name, config.num_rounds, enabled=config.logging.progress
     ) as progress:
         for server_round in range(1, config.num_rounds + 1):
-            arrays, row = _run_round(
-                strategy, grid, server_round, arrays, task, evaluator, timeout
-            )
+            arrays, row = _run_round(strategy, grid, server_round, arrays, task, evaluator, timeout)
             row["wall_s"] = time.perf_counter() - start
             history.append(row)
             tracker.log(row)
@@ -205,9 +210,9 @@ def _run_round(
         "round": server_round,
         "accuracy": accuracy,
         "loss": loss,
-        "train_loss": _metric(train_metrics, "train-loss", float("nan")),
-        "federated_accuracy": _metric(eval_metrics, "eval-accuracy", float("nan")),
-        "federated_loss": _metric(eval_metrics, "eval-loss", float("nan")),
+        "train_loss": _metric(train_metrics, "train-loss"),
+        "federated_accuracy": _metric(eval_metrics, "eval-accuracy"),
+        "federated_loss": _metric(eval_metrics, "eval-loss"),
         "global_lr": _metric(train_metrics, "global-lr", 1.0),
         "hypergradient": _metric(train_metrics, "hypergradient", 0.0),
         **client_lr_stats(replies),

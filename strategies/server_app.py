@@ -38,6 +38,7 @@ def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
     -------
     ServerApp
         The app to hand to Flower's simulation engine.
+
     """
     server_app = ServerApp()
 

@@ -31,6 +31,7 @@ def simulate(config: ExperimentConfig, run_dir: Path) -> RunSummary:
     ------
     RuntimeError
         If the simulation ended without writing its summary.
+
     """
     simulation = config.simulation
     run_simulation(
@@ -48,4 +49,6 @@ def simulate(config: ExperimentConfig, run_dir: Path) -> RunSummary:
     try:
         return RunSummary.load(run_dir)
     except FileNotFoundError:
-        raise RuntimeError(f"the simulation failed before finishing; see the log above ({run_dir})") from None
+        raise RuntimeError(
+            f"the simulation failed before finishing; see the log above ({run_dir})"
+        ) from None

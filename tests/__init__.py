@@ -1,0 +1,1 @@
+"""FedHyper test-suite."""

@@ -37,7 +37,9 @@ def test_pyproject_group_defaults_match_hydra_defaults() -> None:
     """`flwr run .` with no overrides builds the experiment `python -m fedhyper` builds."""
     pyproject_overrides = run_config_overrides(flower_run_config(""))
     defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
-    hydra_choices = {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+    hydra_choices = {
+        k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()
+    }
     for group in CONFIG_GROUPS:
         if hydra_choices[group] is not None:
             assert f"{group}={hydra_choices[group]}" in pyproject_overrides

@@ -1,0 +1,51 @@
+"""Pure learning-rate rules of FedHyper and its baselines, over lists of torch tensors.
+
+Server rules (:class:`ServerRule`) map the aggregated update to a model step and, for
+SL/Decay-SL, to the clients' next learning rate. The client rule
+(:class:`HypergradientLocalLR`) adapts the local learning rate after every optimiser step.
+No Flower imports: the strategies and clients wire these in.
+"""
+
+from fedhyper.rules.base import ServerRule, ServerStep
+from fedhyper.rules.client_lr import HypergradientLocalLR
+from fedhyper.rules.decay import DecayGlobal, DecayLocal
+from fedhyper.rules.fedexp import FedExP, fedexp_step_size
+from fedhyper.rules.global_lr import GlobalLR, UniversalGlobalLR
+from fedhyper.rules.hypergradient import hypergradient_signal
+from fedhyper.rules.momentum import GlobalMomentumLR
+from fedhyper.rules.plain import Plain
+from fedhyper.rules.server_local_lr import ServerLocalLR
+from fedhyper.rules.vector import (
+    add_scaled,
+    clone_list,
+    cosine,
+    inner,
+    scaled,
+    sq_norm,
+    sum_float64,
+    zeros_like_list,
+)
+
+__all__ = [
+    "DecayGlobal",
+    "DecayLocal",
+    "FedExP",
+    "GlobalLR",
+    "GlobalMomentumLR",
+    "HypergradientLocalLR",
+    "Plain",
+    "ServerLocalLR",
+    "ServerRule",
+    "ServerStep",
+    "UniversalGlobalLR",
+    "add_scaled",
+    "clone_list",
+    "cosine",
+    "fedexp_step_size",
+    "hypergradient_signal",
+    "inner",
+    "scaled",
+    "sq_norm",
+    "sum_float64",
+    "zeros_like_list",
+]

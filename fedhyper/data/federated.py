@@ -1,0 +1,205 @@
+"""What the Flower client and server ask of the data layer.
+
+A simulation worker process serves many clients in turn, so everything expensive is
+memoised per process: the decoded split (:func:`~fedhyper.data.tensors.load_tensors`)
+and the partition of its rows (:func:`_partitions`). Serving one client then costs an
+index, a shuffle and a dtype conversion of that client's rows only.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import TensorDataset
+
+from fedhyper.data.partition import partition_indices
+from fedhyper.data.registry import DATASETS, get_spec
+from fedhyper.data.source import resolve_data_dir
+from fedhyper.data.tensors import load_tensors, resolve_cache_dir, to_model_inputs
+from fedhyper.errors import ConfigError
+
+# A fixed subset seed keeps a capped test set identical across runs and strategies.
+_TEST_SUBSET_SEED = 0
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local data.
+
+    Attributes
+    ----------
+    train, validation : TensorDataset
+        ``(inputs, labels)`` pairs: normalised ``float32`` images or ``int64``
+        character indices, and ``int64`` labels. ``validation`` may be empty.
+
+    """
+
+    train: TensorDataset
+    validation: TensorDataset
+
+
+def client_data(
+    name: str,
+    partition_id: int,
+    *,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    kind: str,
+    num_clients: int,
+    alpha: float = 0.5,
+    classes_per_client: int = 2,
+    seed: int = 0,
+    validation_fraction: float = 0.0,
+) -> ClientData:
+    """Return the train and validation data of client ``partition_id``.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name (a key of :data:`~fedhyper.data.registry.DATASETS`).
+    partition_id : int
+        The client's index, ``0 <= partition_id < num_clients``.
+    data_dir, cache_dir : str or None
+        Explicit data and cache directories (``None``: environment or defaults).
+    kind, num_clients, alpha, classes_per_client, seed
+        Partitioning of the train split; see
+        :func:`~fedhyper.data.partition.partition_indices`.
+    validation_fraction : float
+        Share of the client's rows held out for validation, in ``[0, 1)``; the count
+        is rounded down, so small clients may get no validation rows.
+
+    Returns
+    -------
+    ClientData
+        The client's rows, split reproducibly (depends on ``seed`` and
+        ``partition_id`` only).
+
+    Raises
+    ------
+    ConfigError
+        For invalid names or parameters.
+
+    """
+    spec = get_spec(name)
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ConfigError("dataset.validation_fraction", validation_fraction, "0 <= x < 1")
+    if not 0 <= partition_id < num_clients:
+        raise ValueError(f"partition_id {partition_id} is outside 0..{num_clients - 1}")
+    root = resolve_data_dir(data_dir)
+    data_dir_key = str(root) if root else None
+    cache_dir_key = str(resolve_cache_dir(cache_dir))
+    rows = _partitions(
+        name, data_dir_key, cache_dir_key, kind, num_clients, alpha, classes_per_client, seed
+    )[partition_id]
+
+    order = np.random.default_rng([seed, partition_id]).permutation(len(rows))
+    num_validation = int(len(rows) * validation_fraction)
+    split = load_tensors(name, "train", data_dir_key, cache_dir_key)
+
+    def subset(selected: npt.NDArray[np.int64]) -> TensorDataset:
+        index = torch.from_numpy(selected)
+        return TensorDataset(to_model_inputs(spec, split.inputs[index]), split.labels[index])
+
+    return ClientData(
+        train=subset(rows[order[num_validation:]]),
+        validation=subset(rows[order[:num_validation]]),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _partitions(
+    name: str,
+    data_dir: str | None,
+    cache_dir: str,
+    kind: str,
+    num_clients: int,
+    alpha: float,
+    classes_per_client: int,
+    seed: int,
+) -> tuple[npt.NDArray[np.int64], ...]:
+    """Partition the train split once per process and configuration."""
+    split = load_tensors(name, "train", data_dir, cache_dir)
+    # Without natural ids, "natural" gets labels and partition_indices rejects the kind.
+    ids = split.natural_ids
+    keys = ids if kind == "natural" and ids is not None else split.labels.numpy()
+    return tuple(partition_indices(name, keys, kind, num_clients, alpha, classes_per_client, seed))
+
+
+def test_data(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    max_examples: int = 0,
+) -> TensorDataset:
+    """Return the centralised test set.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    data_dir, cache_dir : str or None
+        Explicit data and cache directories (``None``: environment or defaults).
+    max_examples : int
+        If positive and smaller than the test split, a fixed random subset of this
+        size (same rows on every call, in file order); ``0`` means all rows.
+
+    Returns
+    -------
+    TensorDataset
+        ``(inputs, labels)`` as in :class:`ClientData`.
+
+    """
+    spec = get_spec(name)
+    if max_examples < 0:
+        raise ConfigError("dataset.test_examples", max_examples, "an integer >= 0")
+    split = load_tensors(name, "test", data_dir, cache_dir)
+    inputs, labels = split.inputs, split.labels
+    if 0 < max_examples < len(split):
+        # A random subset, not the first rows: some test files are grouped by client
+        # (Shakespeare by role), so a prefix would be badly skewed.
+        chosen = np.random.default_rng(_TEST_SUBSET_SEED).choice(
+            len(split), size=max_examples, replace=False
+        )
+        index = torch.from_numpy(np.sort(chosen))
+        inputs, labels = inputs[index], labels[index]
+    return TensorDataset(to_model_inputs(spec, inputs), labels)
+
+
+# The name starts with "test": keep pytest from collecting it when a test imports it.
+test_data.__test__ = False  # type: ignore[attr-defined]
+
+
+def num_natural_clients(
+    name: str, data_dir: str | None = None, *, cache_dir: str | None = None
+) -> int:
+    """Return how many natural clients (distinct writer or role ids) the train split has.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    data_dir, cache_dir : str or None
+        Explicit data and cache directories (``None``: environment or defaults).
+
+    Returns
+    -------
+    int
+        The number of distinct natural ids, i.e. the required ``num_clients`` for
+        ``kind="natural"``.
+
+    Raises
+    ------
+    ConfigError
+        If the dataset has no natural client ids.
+
+    """
+    if get_spec(name).natural_id_column is None:
+        with_ids = ", ".join(key for key, spec in DATASETS.items() if spec.natural_id_column)
+        raise ConfigError("dataset.name", name, f"{with_ids} (datasets with natural client ids)")
+    natural_ids = load_tensors(name, "train", data_dir, cache_dir).natural_ids
+    return len(set(natural_ids or ()))

@@ -1,0 +1,96 @@
+"""The interface every server-side learning-rate rule implements.
+
+A rule is a small state machine in the style of ``optax``/``torch.optim``: ``step`` maps
+the round's aggregated update to what the server adds to the model, and the whole state
+is a ``state_dict`` that round-trips exactly, so a run can be checkpointed between rounds.
+Rules know nothing about Flower or models: they see lists of tensors only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from fedhyper.rules.vector import clone_list
+
+__all__ = ["ServerRule", "ServerStep", "require_keys", "restore_tensors"]
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    r"""What a server rule decided in one round.
+
+    Attributes
+    ----------
+    update
+        Tensors to ADD to the trainable parameters: :math:`w_{t+1} = w_t + \text{update}`.
+        Freshly allocated: they alias neither the input ``delta`` nor the rule's state.
+    global_lr
+        Effective global learning rate this round, for logging; ``1.0`` for rules that
+        have none.
+    client_lr
+        Local learning rate the clients must train with in the NEXT round, for rules that
+        schedule it (SL, Decay-SL); ``None`` otherwise.
+    hypergradient
+        The signal that drove the rule this round (the raw inner product, or the cosine
+        in normalised mode, before multiplication by the hyper-LR); ``0.0`` when there
+        is none (round 0, or rules without one).
+
+    """
+
+    update: list[Tensor]
+    global_lr: float
+    client_lr: float | None
+    hypergradient: float
+
+
+class ServerRule(ABC):
+    r"""A server-side rule mapping the aggregated update :math:`\Delta_t` to a model step.
+
+    :math:`\Delta_t = \operatorname{aggregate}_i(w_{t,i}) - w_t` is *new minus old*, over
+    the trainable floating-point parameters only (not BatchNorm statistics nor integer
+    buffers). Flower's FedOpt pseudo-gradient is the opposite sign.
+    """
+
+    @abstractmethod
+    def step(self, delta: Sequence[Tensor]) -> ServerStep:
+        r"""Consume the round's aggregated update and return the model step.
+
+        Parameters
+        ----------
+        delta
+            :math:`\Delta_t`, new minus old. Not modified; the rule keeps its own copy
+            if it needs one next round.
+
+        """
+
+    def initial_client_lr(self) -> float | None:
+        """Local learning rate for the first round, or ``None`` if the rule does not set it."""
+        return None
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Return the rule's full mutable state (floats, ints, tensor lists, ``None``).
+
+        Hyperparameters are constructor arguments, not state. Tensors are copies.
+        """
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict` (tensors are copied in)."""
+
+
+def require_keys(state: dict[str, Any], *keys: str) -> None:
+    """Raise ``KeyError`` naming every key of ``keys`` missing from ``state``."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise KeyError(f"state_dict is missing {missing}")
+
+
+def restore_tensors(value: Sequence[Tensor] | None) -> list[Tensor] | None:
+    """Copy an optional tensor list out of (or into) a state dict, so neither side aliases."""
+    return None if value is None else clone_list(value)
