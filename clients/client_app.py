@@ -6,17 +6,20 @@ import statistics
 from functools import lru_cache
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedhyper.batching import TensorBatches
 from fedhyper.data.federated import ClientData, client_data
 from fedhyper.data.registry import DATASETS
-from fedhyper.models import build_model
-from fedhyper.task import ClientTask
+from fedhyper.models import build_model, trainable_float_keys
+from fedhyper.rules import HypergradientLocalLR
+from fedhyper.task import ARRAYS_KEY, PREVIOUS_DELTA_KEY, ClientTask
 from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
 
 PARTITION_ID_KEY = "partition-id"
+CL_STATE_KEY = "fedhyper-cl"
+"""Node state record that carries the CL multiplier between rounds (``cl_carry``)."""
 
 app = ClientApp()
 
@@ -37,6 +40,12 @@ def _integer(value: object) -> int:
     return int(value)
 
 
+def _number(value: object) -> float:
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def _data(task: ClientTask, partition_id: int) -> ClientData:
     return client_data(
         task.dataset,
@@ -55,8 +64,36 @@ def _data(task: ClientTask, partition_id: int) -> ClientData:
 def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Module, torch.device]:
     device = pick_device(task.device)
     model = _model(task.model, task.dataset, task.hidden_size, str(device))
-    model.load_state_dict(message.content.array_records["arrays"].to_torch_state_dict())
+    model.load_state_dict(message.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     return model, device
+
+
+def _hypergradient_controller(
+    message: Message,
+    context: Context,
+    task: ClientTask,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> HypergradientLocalLR:
+    """FedHyper-CL for this round, fed the server's unscaled Δ_{t−1} when it sent one."""
+    parameters = dict(model.named_parameters())
+    keys = trainable_float_keys(model)
+    previous = message.content.array_records.get(PREVIOUS_DELTA_KEY)
+    global_delta = (
+        None if previous is None else [torch.from_numpy(previous[key].numpy()) for key in keys]
+    )
+    carried = context.state.config_records.get(CL_STATE_KEY) if task.cl_carry else None
+    multiplier = _number(carried["multiplier"]) if carried is not None else 1.0
+    return HypergradientLocalLR(
+        [parameters[key] for key in keys],
+        optimizer,
+        base_lr=task.lr,
+        global_delta=global_delta,
+        coupling=task.cl_coupling,
+        skip_first_batch=task.cl_skip_first_batch,
+        multiplier=multiplier,
+        bounds=(task.lr_min_factor, task.lr_max_factor),
+    )
 
 
 @app.train()
@@ -72,6 +109,11 @@ def train(message: Message, context: Context) -> Message:
     )
     # A distinct, reproducible shuffle per (seed, client, round).
     generator = torch.Generator().manual_seed(hash((task.seed, partition_id, server_round)))
+    controller = (
+        _hypergradient_controller(message, context, task, model, optimizer)
+        if task.client_rule == "hypergradient"
+        else None
+    )
     result = train_local(
         model,
         TensorBatches(data.train, task.batch_size, generator),
@@ -79,6 +121,7 @@ def train(message: Message, context: Context) -> Message:
         epochs=task.local_epochs,
         device=device,
         max_steps=task.max_steps,
+        controller=controller,
     )
     lrs = result.lrs
     metrics = MetricRecord(
@@ -94,7 +137,13 @@ def train(message: Message, context: Context) -> Message:
             "lr-max": max(lrs),
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+    if controller is not None:
+        stats = controller.stats()
+        metrics["hypergradient-x-mean"] = stats["x_mean"]
+        metrics["hypergradient-y-mean"] = stats["y_mean"]
+        metrics["lr-multiplier"] = stats["multiplier"]
+        context.state[CL_STATE_KEY] = ConfigRecord({"multiplier": stats["multiplier"]})
+    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=message)
 
 

@@ -32,7 +32,12 @@ def _run(cfg: DictConfig) -> float:
         print(f"fedhyper: {error}", file=sys.stderr)
         sys.exit(2)
     # Imported here so that `--help` and config errors do not pay for Flower and Ray.
+    from flwr.common.logger import console_handler
+
     from strategies.simulation import simulate
+
+    # Hydra's handlers (console and job log file) already receive Flower's records.
+    logging.getLogger("flwr").removeHandler(console_handler)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = simulate(config, run_dir)

@@ -136,6 +136,34 @@ class StrategyConfig:
         Lower clip bound of α.
     global_lr_max : float
         Upper clip bound of α.
+    acc_min, acc_max : float
+        Clip bounds of the accumulator of FedHyper-GM and of the universal wrapper
+        (reference: [-0.2, 4]).
+    local_acc_min, local_acc_max : float
+        Clip bounds of FedHyper-SL's accumulator; [-0.9, 9] lets η_0 (1 + acc) reach the
+        whole LR range without winding up.
+    local_lr_min_factor, local_lr_max_factor : float
+        Bounds of the client LR as multiples of η_0, for SL and CL (reference: 0.1, 10).
+    normalised : bool
+        Use β · cos(Δ_t, Δ_{t-1}) instead of the raw inner product (off in the reference).
+    server_lr : float
+        Server step size η of FedAvgM, FedAdam, FedYogi and FedAdagrad.
+    server_momentum : float
+        Momentum of FedAvgM and FedHyper-GM (0.9).
+    beta_1, beta_2, tau : float
+        Moments and adaptivity of FedAdam, FedYogi and FedAdagrad.
+    decay : float
+        Per-round factor of Decay-G and Decay-SL (0.995).
+    fedexp_eps : float
+        ε of FedExP's step size (1e-3 for CIFAR-10, 0.1 for EMNIST in its code).
+    client_rule : str
+        ``constant`` or ``hypergradient`` (FedHyper-CL on the clients).
+    cl_coupling : float
+        CL's c times the clients per round (reference: 0.1, so c = 0.1 / M).
+    cl_skip_first_batch : bool
+        Leave the LR alone after the first step of each local epoch (reference: yes).
+    cl_carry : bool
+        Carry each client's LR multiplier into its next round (reference: reset).
 
     """
 
@@ -147,6 +175,24 @@ class StrategyConfig:
     hyper_lr: float = 1.0
     global_lr_min: float = 0.2
     global_lr_max: float = 5.0
+    acc_min: float = -0.2
+    acc_max: float = 4.0
+    local_acc_min: float = -0.9
+    local_acc_max: float = 9.0
+    local_lr_min_factor: float = 0.1
+    local_lr_max_factor: float = 10.0
+    normalised: bool = False
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    decay: float = 0.995
+    fedexp_eps: float = 1e-3
+    client_rule: str = "constant"
+    cl_coupling: float = 0.1
+    cl_skip_first_batch: bool = True
+    cl_carry: bool = False
 
 
 @dataclass
@@ -163,6 +209,8 @@ class SimulationConfig:
         Fraction of a GPU per ClientApp (0.25 puts four clients on one GPU).
     round_timeout_s : float
         Seconds the server waits for the replies of one round.
+    node_wait_s : float
+        Seconds the server waits at start for one SuperNode per partition.
 
     """
 
@@ -170,6 +218,7 @@ class SimulationConfig:
     num_cpus_per_client: float = 1.0
     num_gpus_per_client: float = 0.0
     round_timeout_s: float = 3600.0
+    node_wait_s: float = 60.0
 
 
 @dataclass

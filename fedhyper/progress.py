@@ -12,6 +12,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 LOGGER = logging.getLogger("fedhyper")
 
 
+def show_progress_lines() -> None:
+    """Print FedHyper's INFO lines on stderr when nothing else handles them.
+
+    Hydra configures the root logger itself; a ServerApp started by ``flwr run`` has no
+    handler, and Flower forwards what the process writes to stderr to ``flwr log``.
+    """
+    if not LOGGER.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        LOGGER.addHandler(handler)
+        LOGGER.setLevel(logging.INFO)
+
+
 def describe_round(row: dict[str, Any]) -> str:
     """Format the figures of one round for people.
 

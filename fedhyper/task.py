@@ -14,6 +14,12 @@ from typing import Any
 
 from fedhyper.config import ExperimentConfig
 
+ARRAYS_KEY = "arrays"
+"""Record holding the model weights, in messages both ways."""
+
+PREVIOUS_DELTA_KEY = "previous-delta"
+"""Training-message record holding Δ_{t−1} (unscaled) for FedHyper-CL clients."""
+
 
 @dataclass(frozen=True)
 class ClientTask:
@@ -42,6 +48,12 @@ class ClientTask:
     batch_size: int
     max_steps: int
     device: str
+    client_rule: str
+    cl_coupling: float
+    cl_skip_first_batch: bool
+    cl_carry: bool
+    lr_min_factor: float
+    lr_max_factor: float
 
     @classmethod
     def from_experiment(cls, config: ExperimentConfig) -> ClientTask:
@@ -59,6 +71,7 @@ class ClientTask:
 
         """
         dataset, partition, client = config.dataset, config.partition, config.client
+        strategy = config.strategy
         return cls(
             dataset=dataset.name,
             data_dir=dataset.data_dir or "",
@@ -79,6 +92,13 @@ class ClientTask:
             batch_size=client.batch_size,
             max_steps=client.max_steps,
             device=client.device,
+            client_rule=strategy.client_rule,
+            # The reference's c = 0.1 / (clients sampled this round).
+            cl_coupling=strategy.cl_coupling / strategy.clients_per_round,
+            cl_skip_first_batch=strategy.cl_skip_first_batch,
+            cl_carry=strategy.cl_carry,
+            lr_min_factor=strategy.local_lr_min_factor,
+            lr_max_factor=strategy.local_lr_max_factor,
         )
 
     def to_mapping(self) -> dict[str, Any]:

@@ -7,8 +7,32 @@ from fedhyper.data.registry import DATASETS
 from fedhyper.errors import ConfigError
 from fedhyper.models import MODEL_NAMES
 
-STRATEGY_NAMES = ("fedavg", "fedhyper_g")
+RULE_STRATEGY_NAMES = (
+    "fedhyper_g",
+    "fedhyper_gm",
+    "fedhyper_sl",
+    "fedhyper_cl",
+    "fedhyper",
+    "decay_g",
+    "decay_sl",
+    "fedexp",
+)
+"""Strategies built on a :mod:`fedhyper.rules` server rule; they can drive FedHyper-CL."""
+
+STRATEGY_NAMES = (
+    "fedavg",
+    "fedavgm",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    *RULE_STRATEGY_NAMES,
+    "universal_fedadam",
+    "universal_fedavgm",
+    "universal_fedexp",
+)
 """Every strategy the ServerApp can build (``strategies.factory`` covers each)."""
+
+CLIENT_RULES = ("constant", "hypergradient")
 
 PARTITION_KINDS = ("iid", "dirichlet", "pathological", "natural")
 OPTIMIZERS = ("sgd", "adam")
@@ -35,6 +59,11 @@ def _positive(key: str, value: float) -> None:
 def _at_least(key: str, value: float, low: float) -> None:
     if not value >= low:
         raise ConfigError(key, value, f"a number >= {low:g}")
+
+
+def _ordered(low_key: str, low: float, high_key: str, high: float) -> None:
+    if low > high:
+        raise ConfigError(high_key, high, f"a number >= {low_key} ({low:g})")
 
 
 def _in_range(key: str, value: float, low: float, high: float, *, closed_high: bool) -> None:
@@ -116,13 +145,19 @@ def validate(config: ExperimentConfig) -> None:
         partition.num_clients,
         closed_high=True,
     )
-    _positive("strategy.global_lr_min", strategy.global_lr_min)
-    if strategy.global_lr_min > strategy.global_lr_max:
+    if strategy.evaluate_clients_per_round > 0 and dataset.validation_fraction == 0:
         raise ConfigError(
-            "strategy.global_lr_max",
-            strategy.global_lr_max,
-            f"a number >= strategy.global_lr_min ({strategy.global_lr_min:g})",
+            "dataset.validation_fraction",
+            0.0,
+            "a number in (0, 1) while strategy.evaluate_clients_per_round > 0",
         )
+    _positive("strategy.global_lr_min", strategy.global_lr_min)
+    _ordered(
+        "strategy.global_lr_min",
+        strategy.global_lr_min,
+        "strategy.global_lr_max",
+        strategy.global_lr_max,
+    )
     _in_range(
         "strategy.global_lr",
         strategy.global_lr,
@@ -131,8 +166,30 @@ def validate(config: ExperimentConfig) -> None:
         closed_high=True,
     )
     _at_least("strategy.hyper_lr", strategy.hyper_lr, 0.0)
+    _ordered("strategy.acc_min", strategy.acc_min, "strategy.acc_max", strategy.acc_max)
+    _ordered(
+        "strategy.local_acc_min",
+        strategy.local_acc_min,
+        "strategy.local_acc_max",
+        strategy.local_acc_max,
+    )
+    _in_range(
+        "strategy.local_lr_min_factor", strategy.local_lr_min_factor, 1e-12, 1.0, closed_high=True
+    )
+    _at_least("strategy.local_lr_max_factor", strategy.local_lr_max_factor, 1.0)
+    _positive("strategy.server_lr", strategy.server_lr)
+    for key in ("server_momentum", "beta_1", "beta_2"):
+        _in_range(f"strategy.{key}", getattr(strategy, key), 0.0, 1.0, closed_high=False)
+    _positive("strategy.tau", strategy.tau)
+    _in_range("strategy.decay", strategy.decay, 1e-12, 1.0, closed_high=True)
+    _at_least("strategy.fedexp_eps", strategy.fedexp_eps, 0.0)
+    _one_of("strategy.client_rule", strategy.client_rule, CLIENT_RULES)
+    if strategy.client_rule == "hypergradient":
+        _one_of("strategy.name", strategy.name, RULE_STRATEGY_NAMES)
+    _at_least("strategy.cl_coupling", strategy.cl_coupling, 0.0)
 
     _one_of("simulation.backend", config.simulation.backend, BACKENDS)
     _positive("simulation.num_cpus_per_client", config.simulation.num_cpus_per_client)
     _at_least("simulation.num_gpus_per_client", config.simulation.num_gpus_per_client, 0.0)
     _positive("simulation.round_timeout_s", config.simulation.round_timeout_s)
+    _at_least("simulation.node_wait_s", config.simulation.node_wait_s, 0.0)

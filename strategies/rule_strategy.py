@@ -5,11 +5,44 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedhyper.rules import ServerRule
+from fedhyper.rules import FedExP, ServerRule
+from fedhyper.task import ARRAYS_KEY, PREVIOUS_DELTA_KEY
+
+
+def trainable_delta(
+    new: ArrayRecord, old: dict[str, torch.Tensor], keys: Sequence[str]
+) -> list[torch.Tensor]:
+    """Return ``new − old`` over the trainable keys, in order.
+
+    Parameters
+    ----------
+    new : ArrayRecord
+        Weights after the round (one client's, or the average).
+    old : dict of str to Tensor
+        Weights sent out at the start of the round, ``w_t``.
+    keys : sequence of str
+        Trainable floating-point parameter keys.
+
+    Returns
+    -------
+    list of Tensor
+        One tensor per key.
+
+    """
+    return [torch.from_numpy(new[key].numpy()) - old[key] for key in keys]
+
+
+def reply_weight(reply: Message, key: str) -> float:
+    """Return the aggregation weight a client reported (``num-examples`` or 1)."""
+    value = next(iter(reply.content.metric_records.values()))[key]
+    if not isinstance(value, int | float):
+        raise TypeError(f"reply metric {key!r} must be a number, got {value!r}")
+    return float(value)
 
 
 class RuleStrategy(FedAvg):
@@ -19,7 +52,8 @@ class RuleStrategy(FedAvg):
     global model is ``w_t + rule.step(Δ_t).update``; buffers (BatchNorm statistics,
     counters) take the plain average. When the rule schedules the clients' learning
     rate, it is written into the training config as ``lr`` and is the LR clients train
-    with.
+    with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}`` travels to the clients
+    as a second ArrayRecord (FedHyper-CL).
 
     Parameters
     ----------
@@ -27,54 +61,95 @@ class RuleStrategy(FedAvg):
         The learning-rate rule (its state is the strategy's state).
     trainable_keys : sequence of str
         State-dict keys of the trainable floating-point parameters, in model order.
+    send_previous_delta : bool
+        Send ``Δ_{t−1}`` with the model from the second round on.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
 
     """
 
-    def __init__(self, rule: ServerRule, trainable_keys: Sequence[str], **fedavg_kwargs: Any):
+    def __init__(
+        self,
+        rule: ServerRule,
+        trainable_keys: Sequence[str],
+        *,
+        send_previous_delta: bool = False,
+        **fedavg_kwargs: Any,
+    ):
         super().__init__(**fedavg_kwargs)
         self.rule = rule
         self.trainable_keys = list(trainable_keys)
+        self.send_previous_delta = send_previous_delta
         self.client_lr = rule.initial_client_lr()
-        self._current: ArrayRecord | None = None
+        self.previous_delta: list[torch.Tensor] | None = None
+        self._current: dict[str, torch.Tensor] | None = None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember the model sent out (``w_t``) and the LR clients must use."""
-        self._current = arrays
+        """Remember ``w_t``, set the LR clients must use and attach ``Δ_{t−1}``."""
+        self._current = dict(arrays.to_torch_state_dict())
         if self.client_lr is not None:
             config["lr"] = self.client_lr
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.send_previous_delta and self.previous_delta is not None and messages:
+            record = ArrayRecord(dict(zip(self.trainable_keys, self.previous_delta, strict=True)))
+            # FedAvg shares one RecordDict between the round's messages.
+            messages[0].content[PREVIOUS_DELTA_KEY] = record
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Average the replies, then move ``w_t`` by the rule's step."""
+        replies = list(replies)
         averaged, metrics = super().aggregate_train(server_round, replies)
-        if averaged is None or self._current is None:
+        current = self._current
+        if averaged is None or current is None:
             return averaged, metrics
-        current = self._current.to_torch_state_dict()
-        new_state = dict(averaged.to_torch_state_dict())
-        delta = [new_state[key] - current[key] for key in self.trainable_keys]
+        if isinstance(self.rule, FedExP):
+            self._observe_clients(replies, current)
+        delta = trainable_delta(averaged, current, self.trainable_keys)
         step = self.rule.step(delta)
+        scheduled_lr = self.client_lr
+        new_state = dict(averaged.to_torch_state_dict())
         for key, update in zip(self.trainable_keys, step.update, strict=True):
             new_state[key] = current[key] + update
         # Flower's average promotes integer buffers to float; keep the model's dtypes.
         new_state = {key: value.to(current[key].dtype) for key, value in new_state.items()}
         if step.client_lr is not None:
             self.client_lr = step.client_lr
+        if self.send_previous_delta:
+            self.previous_delta = delta
         metrics = metrics if metrics is not None else MetricRecord()
+        if scheduled_lr is not None:
+            metrics["scheduled-client-lr"] = scheduled_lr
         metrics["global-lr"] = step.global_lr
         metrics["hypergradient"] = step.hypergradient
         return ArrayRecord(new_state), metrics
 
+    def _observe_clients(self, replies: list[Message], current: dict[str, torch.Tensor]) -> None:
+        """Feed each client's own update to FedExP, with the aggregation's weights."""
+        assert isinstance(self.rule, FedExP)
+        for reply in replies:
+            if reply.has_error():
+                continue
+            weight = reply_weight(reply, self.weighted_by_key)
+            client_arrays = reply.content.array_records[ARRAYS_KEY]
+            self.rule.add_client(
+                trainable_delta(client_arrays, current, self.trainable_keys), weight
+            )
+
     def state_dict(self) -> dict[str, Any]:
-        """Return the strategy's state: the rule's state and the scheduled client LR."""
-        return {"rule": self.rule.state_dict(), "client_lr": self.client_lr}
+        """Return the rule's state, the scheduled client LR and ``Δ_{t−1}``."""
+        return {
+            "rule": self.rule.state_dict(),
+            "client_lr": self.client_lr,
+            "previous_delta": self.previous_delta,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.rule.load_state_dict(state["rule"])
         self.client_lr = state["client_lr"]
+        self.previous_delta = state["previous_delta"]

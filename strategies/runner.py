@@ -109,14 +109,24 @@ def initial_model(config: ExperimentConfig) -> torch.nn.Module:
     )
 
 
-def check_federation(grid: Grid, config: ExperimentConfig) -> None:
-    """Fail early if the simulated federation does not match the partitioning."""
-    num_nodes = len(list(grid.get_node_ids()))
-    if num_nodes != config.partition.num_clients:
+def wait_for_federation(grid: Grid, config: ExperimentConfig) -> None:
+    """Wait until one SuperNode per partition has connected; fail clearly otherwise.
+
+    SuperNodes register asynchronously (also in simulation), so the count is polled
+    for up to ``simulation.node_wait_s`` seconds.
+    """
+    expected = config.partition.num_clients
+    deadline = time.monotonic() + config.simulation.node_wait_s
+    while (connected := len(list(grid.get_node_ids()))) < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if connected != expected:
         raise ConfigError(
             "partition.num_clients",
-            config.partition.num_clients,
-            f"{num_nodes}, the number of SuperNodes in the federation (num-supernodes)",
+            expected,
+            f"{connected}, the number of SuperNodes connected after "
+            f"{config.simulation.node_wait_s:g} s (num-supernodes of the federation)",
         )
 
 
@@ -140,7 +150,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    check_federation(grid, config)
+    wait_for_federation(grid, config)
     # Flower samples clients with the `random` module.
     random.seed(config.seed)
 
@@ -216,6 +226,7 @@ def _run_round(
         "global_lr": _metric(train_metrics, "global-lr", 1.0),
         "hypergradient": _metric(train_metrics, "hypergradient", 0.0),
         **client_lr_stats(replies),
+        "scheduled_client_lr": _metric(train_metrics, "scheduled-client-lr"),
         "clients": len(replies) - failures,
         "failures": failures,
     }

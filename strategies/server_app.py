@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedhyper.compose import compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
+from fedhyper.progress import show_progress_lines
 from strategies.runner import run_federation
 
 LOGGER = logging.getLogger("fedhyper")
@@ -55,6 +56,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Resolve the experiment from the run-config, then run it."""
+    show_progress_lines()
     config = compose_config(run_config_overrides(context.run_config))
     run_dir = default_run_dir(config).resolve()
     LOGGER.info("fedhyper: writing outputs to %s", run_dir)

@@ -83,8 +83,8 @@ def test_client_task_round_trip() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key", "allowed"),
     [
-        (["strategy=nope"], "strategy", "fedavg, fedhyper_g"),
-        (["strategy.name=nope"], "strategy.name", "fedavg, fedhyper_g"),
+        (["strategy=nope"], "strategy", "fedhyper_gm"),
+        (["strategy.name=nope"], "strategy.name", "fedhyper_gm"),
         (["dataset=mnist"], "dataset", "cifar10, fashion_mnist, femnist, shakespeare"),
         (["model=vgg"], "model", "char_lstm, cifar_cnn, cnn, resnet18_gn"),
         (["model=char_lstm"], "model.name", "cnn"),
@@ -100,6 +100,15 @@ def test_client_task_round_trip() -> None:
         (["partition.alpha=-1"], "partition.alpha", "a number > 0"),
         (["partition=natural"], "partition.kind", "no natural clients"),
         (["num_rounds=0"], "num_rounds", ">= 1"),
+        (["strategy.acc_min=5"], "strategy.acc_max", ">= strategy.acc_min"),
+        (["strategy.decay=1.5"], "strategy.decay", "1]"),
+        (["strategy=fedavg", "strategy.client_rule=hypergradient"], "strategy.name", "fedhyper"),
+        (["strategy.client_rule=sometimes"], "strategy.client_rule", "constant, hypergradient"),
+        (
+            ["dataset.validation_fraction=0"],
+            "dataset.validation_fraction",
+            "evaluate_clients_per_round > 0",
+        ),
     ],
 )
 def test_invalid_values_name_the_key_and_allowed_values(

@@ -67,3 +67,27 @@ def test_global_lr_history_obeys_the_rule(fedhyper_g_run: tuple[Path, list[dict]
         assert row["global_lr"] == pytest.approx(expected, rel=1e-9)
     # The hyper-LR is large enough that α must have left 1.
     assert history[-1]["global_lr"] != 1.0
+
+
+def run_small(strategy: str, tmp_path: Path, *overrides: str) -> list[dict]:
+    simulate(compose_config([f"strategy={strategy}", *SMALL, *overrides]), tmp_path)
+    return read_history(tmp_path)
+
+
+def test_clients_train_with_the_lr_that_fedhyper_sl_schedules(tmp_path: Path) -> None:
+    history = run_small("fedhyper_sl", tmp_path, "strategy.hyper_lr=100")
+    for row in history:
+        assert row["client_lr_min"] == row["client_lr_max"] == row["scheduled_client_lr"]
+    assert history[0]["scheduled_client_lr"] == 0.01
+    # The reference resets η every round; here the schedule must have moved it.
+    assert history[-1]["scheduled_client_lr"] != 0.01
+    assert 0.001 <= history[-1]["scheduled_client_lr"] <= 0.1
+
+
+def test_fedhyper_full_adapts_the_client_lr_within_a_round(tmp_path: Path) -> None:
+    history = run_small("fedhyper", tmp_path)
+    for row in history:
+        assert row["client_lr_max"] > row["client_lr_min"] >= 0.001
+        # Growth is capped at +10% per step: at most 5 steps of max_steps=5, 4 counted.
+        assert row["client_lr_max"] <= 0.01 * 1.1**4 + 1e-12
+    assert history[-1]["global_lr"] != 1.0
