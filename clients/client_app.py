@@ -1,23 +1,46 @@
-"""The Flower ClientApp: local training and evaluation on one client's partition."""
+"""The Flower ClientApp: local training and evaluation on one client's data.
+
+Which data a SuperNode trains on comes from its node config (``flower-supernode
+--node-config``; the simulation engine sets the first two keys itself):
+
+``partition-id`` (int)
+    Train on this share of the dataset, split by the server's ``partition`` settings
+    (kind, ``num_clients``, seed), exactly as in simulation.
+``num-partitions`` (int, optional)
+    Must equal the server's ``partition.num_clients``; a mismatch is an error rather
+    than a silently different split.
+``data-dir`` (str)
+    A folder laid out like the offline mirror (``<data-dir>/<dataset folder>/
+    train.parquet``). It replaces the server's ``dataset.data_dir`` on this node.
+    Without ``partition-id`` the node trains on *every* row of that train split: its
+    own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
+
+A node needs ``partition-id`` or ``data-dir``.
+"""
 
 from __future__ import annotations
 
 import statistics
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
+from clients.faults import inject_fault
 from fedhyper.batching import TensorBatches
 from fedhyper.data.federated import ClientData, client_data
-from fedhyper.data.registry import DATASETS
+from fedhyper.data.registry import DATASETS, get_spec
+from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.rules import HypergradientLocalLR
-from fedhyper.task import ARRAYS_KEY, PREVIOUS_DELTA_KEY, ClientTask
+from fedhyper.task import ARRAYS_KEY, PARTITION_ID_KEY, PREVIOUS_DELTA_KEY, ClientTask
 from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
 
-PARTITION_ID_KEY = "partition-id"
+NUM_PARTITIONS_KEY = "num-partitions"
+DATA_DIR_KEY = "data-dir"
 CL_STATE_KEY = "fedhyper-cl"
 """Node state record that carries the CL multiplier between rounds (``cl_carry``)."""
 
@@ -46,19 +69,80 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def _data(task: ClientTask, partition_id: int) -> ClientData:
+def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
+    """Return this SuperNode's train and validation data, as its node config says.
+
+    Parameters
+    ----------
+    task : ClientTask
+        The server's task (dataset, partitioning, validation share).
+    node_config : UserConfig
+        The SuperNode's node config; see the module docstring for the keys.
+
+    Returns
+    -------
+    ClientData
+        A share of the partitioned dataset (``partition-id``), or every train row
+        under the node's own ``data-dir``.
+
+    Raises
+    ------
+    ConfigError
+        If the node config names neither key, or a ``num-partitions`` that differs
+        from the server's.
+    DatasetUnavailableError
+        If ``data-dir`` lacks the dataset's train split (no fallback to another
+        directory: that would train on data the node does not own).
+
+    """
+    node_data_dir = node_config.get(DATA_DIR_KEY)
+    if PARTITION_ID_KEY in node_config:
+        num_partitions = node_config.get(NUM_PARTITIONS_KEY, task.num_partitions)
+        if _integer(num_partitions) != task.num_partitions:
+            raise ConfigError(
+                f"node-config {NUM_PARTITIONS_KEY}",
+                num_partitions,
+                f"{task.num_partitions}, the server's partition.num_clients",
+            )
+        return client_data(
+            task.dataset,
+            _integer(node_config[PARTITION_ID_KEY]),
+            data_dir=str(node_data_dir) if node_data_dir else task.data_dir or None,
+            cache_dir=task.cache_dir or None,
+            kind=task.partition_kind,
+            num_clients=task.num_partitions,
+            alpha=task.alpha,
+            classes_per_client=task.classes_per_client,
+            seed=task.seed,
+            validation_fraction=task.validation_fraction,
+        )
+    if node_data_dir is None:
+        raise ConfigError(
+            "node-config", dict(node_config), f"{PARTITION_ID_KEY}=<int> or {DATA_DIR_KEY}=<path>"
+        )
+    root = Path(str(node_data_dir)).expanduser()
+    train_file = root / get_spec(task.dataset).mirror_folder / "train.parquet"
+    if not train_file.is_file():
+        raise DatasetUnavailableError(
+            f"node-config {DATA_DIR_KEY}={node_data_dir!r} has no {train_file.relative_to(root)}"
+        )
+    # One IID partition of one client is the whole split, in a seeded order.
     return client_data(
         task.dataset,
-        partition_id,
-        data_dir=task.data_dir or None,
+        0,
+        data_dir=str(root),
         cache_dir=task.cache_dir or None,
-        kind=task.partition_kind,
-        num_clients=task.num_partitions,
-        alpha=task.alpha,
-        classes_per_client=task.classes_per_client,
+        kind="iid",
+        num_clients=1,
         seed=task.seed,
         validation_fraction=task.validation_fraction,
     )
+
+
+def _shuffle_identity(context: Context) -> int:
+    """Return the partition id, or for a node with its own data its SuperNode id."""
+    partition_id = context.node_config.get(PARTITION_ID_KEY)
+    return context.node_id if partition_id is None else _integer(partition_id)
 
 
 def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Module, torch.device]:
@@ -100,15 +184,16 @@ def _hypergradient_controller(
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this client's data with the LR the server set."""
     task = ClientTask.from_mapping(message.content.config_records["config"])
-    partition_id = _integer(context.node_config[PARTITION_ID_KEY])
     server_round = _integer(message.content.config_records["config"]["server-round"])
-    data = _data(task, partition_id)
+    data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
     optimizer = make_optimizer(
         task.optimizer, model.parameters(), task.lr, task.momentum, task.weight_decay
     )
     # A distinct, reproducible shuffle per (seed, client, round).
-    generator = torch.Generator().manual_seed(hash((task.seed, partition_id, server_round)))
+    generator = torch.Generator().manual_seed(
+        hash((task.seed, _shuffle_identity(context), server_round))
+    )
     controller = (
         _hypergradient_controller(message, context, task, model, optimizer)
         if task.client_rule == "hypergradient"
@@ -144,14 +229,14 @@ def train(message: Message, context: Context) -> Message:
         metrics["lr-multiplier"] = stats["multiplier"]
         context.state[CL_STATE_KEY] = ConfigRecord({"multiplier": stats["multiplier"]})
     content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), "metrics": metrics})
-    return Message(content=content, reply_to=message)
+    return inject_fault(message, _shuffle_identity(context), Message(content, reply_to=message))
 
 
 @app.evaluate()
 def evaluate_global(message: Message, context: Context) -> Message:
     """Evaluate the received global model on this client's validation split."""
     task = ClientTask.from_mapping(message.content.config_records["config"])
-    data = _data(task, _integer(context.node_config[PARTITION_ID_KEY]))
+    data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
     result = evaluate(model, data.validation, device=device)
     metrics = MetricRecord(
@@ -162,4 +247,13 @@ def evaluate_global(message: Message, context: Context) -> Message:
             "uniform-weight": 1,
         }
     )
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Tell the server which partition this node serves: it samples clients by partition."""
+    metrics = MetricRecord()
+    if PARTITION_ID_KEY in context.node_config:
+        metrics[PARTITION_ID_KEY] = _integer(context.node_config[PARTITION_ID_KEY])
     return Message(content=RecordDict({"metrics": metrics}), reply_to=message)

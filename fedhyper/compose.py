@@ -48,6 +48,16 @@ NO_CHOICE = "none"
 ConfigStore.instance().store(name="schema", node=ExperimentConfig)
 
 
+def _first_set(*values: object) -> object:
+    return next((value for value in values if value is not None), None)
+
+
+# `hydra.run.dir` is the first of `resume`, `logging.output_dir` and a fresh dated folder
+# (conf/config.yaml), so a resumed run logs into the run it continues.
+if not OmegaConf.has_resolver("first_set"):
+    OmegaConf.register_new_resolver("first_set", _first_set)
+
+
 def group_options(group: str) -> list[str]:
     """List the choices of a config group, as named by the files in ``conf/<group>/``.
 
@@ -111,7 +121,7 @@ def compose_config(overrides: Sequence[str] = ()) -> ExperimentConfig:
 
     """
     for override in overrides:
-        _check_override(override)
+        check_override(override)
     try:
         # Hydra keeps one global instance, which the Hydra CLI path already owns.
         if GlobalHydra.instance().is_initialized():
@@ -152,17 +162,35 @@ def run_config_overrides(run_config: Mapping[str, object]) -> list[str]:
         if group in run_config and run_config[group] != NO_CHOICE
     ]
     extra = run_config.get(OVERRIDES_KEY, "")
+    allowed = "a string of space-separated key=value pairs"
     if not isinstance(extra, str):
-        raise ConfigError(OVERRIDES_KEY, extra, "a string of space-separated key=value pairs")
-    return overrides + shlex.split(extra)
+        raise ConfigError(OVERRIDES_KEY, extra, allowed)
+    try:
+        return overrides + shlex.split(extra)
+    except ValueError as error:  # shlex: an unbalanced quote
+        allowed += f", quoted shell-style ({error})"
+        raise ConfigError(OVERRIDES_KEY, extra, allowed) from None
 
 
-def _check_override(override: str) -> None:
-    """Reject an unknown group choice or key with the allowed values, before Hydra does."""
+def check_override(override: str) -> None:
+    """Reject an unknown group choice or key with the allowed values, before Hydra does.
+
+    Parameters
+    ----------
+    override : str
+        One Hydra-style override, ``key=value`` (``+``/``~`` prefixes allowed).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the choices or keys that exist.
+
+    """
     key, sep, value = override.lstrip("+~").partition("=")
     if not sep:
         raise ConfigError(key, None, "key=value")
-    if key in CONFIG_GROUPS:
+    # The run-config groups, plus groups only sweeps use (conf/suite, conf/arm).
+    if key in CONFIG_GROUPS or (CONF_DIR / key).is_dir():
         if value not in (*group_options(key), "null"):
             raise ConfigError(key, value, ", ".join(group_options(key)))
         return

@@ -246,6 +246,68 @@ class LoggingConfig:
 
 
 @dataclass
+class ReliabilityConfig:
+    """Checkpoints, and what the server accepts from the clients of a round.
+
+    Attributes
+    ----------
+    checkpoint_every : int
+        Write ``checkpoint.pt`` into the run directory every this many rounds (and after
+        the last); 0 writes none. A checkpoint costs one model copy plus the strategy's
+        state, far less than a round.
+    min_reply_fraction : float
+        Share of the sampled clients whose updates must arrive and pass the checks for
+        the round to aggregate; at least one is always required.
+    round_retries : int
+        Times a round that got too few usable replies is run again, with freshly sampled
+        clients, before the run stops.
+    max_update_norm_ratio : float
+        Reject an update whose norm exceeds this multiple of the smaller of the global
+        model's norm and the round's lower-median update norm (honest updates differ by
+        about the ratio of their local step counts); 0 turns the check off.
+
+    """
+
+    checkpoint_every: int = 1
+    min_reply_fraction: float = 0.5
+    round_retries: int = 2
+    max_update_norm_ratio: float = 100.0
+
+
+@dataclass
+class FaultConfig:
+    """Faults injected into the clients' training replies, for testing robustness.
+
+    Each sampled client draws one fault per round and attempt, from a generator seeded
+    by the experiment's seed, its partition, the round and the attempt, so a run's faults
+    are reproducible. The probabilities are exclusive and must sum to at most 1.
+
+    Attributes
+    ----------
+    crash_probability : float
+        The ClientApp raises instead of replying.
+    delay_probability : float
+        The client replies one second after the round timeout
+        (``simulation.round_timeout_s``), i.e. too late.
+    poison_probability : float
+        The client replies with a corrupted model (see ``poison``).
+    poison : str
+        How a poisoned reply is corrupted: ``nan`` or ``inf`` (every trainable value),
+        ``scale`` (weights times ``poison_scale``), ``shape`` (one array loses its last
+        row) or ``dtype`` (float arrays sent as float64).
+    poison_scale : float
+        Factor of the ``scale`` poison.
+
+    """
+
+    crash_probability: float = 0.0
+    delay_probability: float = 0.0
+    poison_probability: float = 0.0
+    poison: str = "nan"
+    poison_scale: float = 1e3
+
+
+@dataclass
 class ExperimentConfig:
     """One federated experiment.
 
@@ -257,12 +319,17 @@ class ExperimentConfig:
         Seed of partitioning, sampling, model initialisation and local shuffling.
     target_accuracy : float
         Centralised accuracy used to report rounds-to-target.
+    resume : str or None
+        A previous run's directory: continue it from its last checkpoint, with the
+        configuration saved there (only ``num_rounds``, ``logging``, ``simulation`` and
+        ``reliability`` settings may be changed).
 
     """
 
     num_rounds: int = 20
     seed: int = 0
     target_accuracy: float = 0.7
+    resume: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -270,3 +337,5 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)

@@ -35,3 +35,11 @@ class ConfigError(FedHyperError):
 
 class DatasetUnavailableError(FedHyperError):
     """A dataset split is neither in the offline mirror nor loadable from the hub."""
+
+
+def one_line(error: BaseException) -> str:
+    """Return ``"<type>: <message>"`` with all whitespace runs collapsed to one space.
+
+    For quoting a library's exception inside a one-line user message.
+    """
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fedhyper.atomic import atomic_write_text
+
 HISTORY_FILE = "history.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -21,12 +23,17 @@ class HistoryWriter:
     ----------
     run_dir : Path
         The run's output directory.
+    rows : sequence of dict
+        The rounds already run: none for a fresh run, a checkpoint's history when
+        resuming. The file is rewritten with exactly these, dropping rows a killed run
+        wrote after its last checkpoint (the resumed run computes them again).
 
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
         self.path = run_dir / HISTORY_FILE
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = list(rows)
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in self.rows))
 
     def append(self, row: dict[str, Any]) -> None:
         """Record one round."""

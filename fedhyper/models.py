@@ -9,7 +9,6 @@ package should call.
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models import resnet18
 
 from fedhyper.errors import ConfigError
 
@@ -160,6 +159,10 @@ def resnet18_gn(num_classes: int, in_channels: int = 3) -> nn.Module:
         The network; it maps ``(N, C, 32, 32)`` to ``(N, num_classes)``.
 
     """
+    # Imported here: torchvision costs every client process over a second to import,
+    # and only this model needs it.
+    from torchvision.models import resnet18
+
     model: nn.Module = resnet18(num_classes=num_classes, norm_layer=_group_norm)
     stem = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     # Same initialisation torchvision gives every other convolution of the network.

@@ -20,6 +20,14 @@ ARRAYS_KEY = "arrays"
 PREVIOUS_DELTA_KEY = "previous-delta"
 """Training-message record holding Δ_{t−1} (unscaled) for FedHyper-CL clients."""
 
+PARTITION_ID_KEY = "partition-id"
+"""Node-config key of a SuperNode's partition (the simulation engine sets it), and the
+metric a node answers the server's query with: the server samples clients by partition,
+so that the same seed picks the same clients whatever node ids a run was given."""
+
+ATTEMPT_KEY = "attempt"
+"""Training-config key: 0 for a round's first try, 1, 2, ... for its retries."""
+
 
 @dataclass(frozen=True)
 class ClientTask:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.registry import DATASETS
 from fedhyper.errors import ConfigError
+from fedhyper.faults import POISON_KINDS
 from fedhyper.models import MODEL_NAMES
 
 RULE_STRATEGY_NAMES = (
@@ -193,3 +196,25 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("simulation.num_gpus_per_client", config.simulation.num_gpus_per_client, 0.0)
     _positive("simulation.round_timeout_s", config.simulation.round_timeout_s)
     _at_least("simulation.node_wait_s", config.simulation.node_wait_s, 0.0)
+
+    reliability, faults = config.reliability, config.faults
+    _at_least("reliability.checkpoint_every", reliability.checkpoint_every, 0)
+    _in_range(
+        "reliability.min_reply_fraction",
+        reliability.min_reply_fraction,
+        0.0,
+        1.0,
+        closed_high=True,
+    )
+    _at_least("reliability.round_retries", reliability.round_retries, 0)
+    if reliability.max_update_norm_ratio != 0:
+        _at_least("reliability.max_update_norm_ratio", reliability.max_update_norm_ratio, 1.0)
+    budget = 1.0
+    for key in ("crash_probability", "delay_probability", "poison_probability"):
+        # Exclusive faults: each probability takes from what the earlier ones left (the
+        # tolerance keeps 0.3 + 0.3 + 0.4 from failing on rounding).
+        _in_range(f"faults.{key}", getattr(faults, key), 0.0, budget + 1e-12, closed_high=True)
+        budget -= getattr(faults, key)
+    _one_of("faults.poison", faults.poison, POISON_KINDS)
+    if not math.isfinite(faults.poison_scale):
+        raise ConfigError("faults.poison_scale", faults.poison_scale, "a finite number")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from strategies.state import load_strategy_state, strategy_state
 
 
 class DelegatingStrategy(Strategy):
@@ -57,6 +60,14 @@ class DelegatingStrategy(Strategy):
     ) -> MetricRecord | None:
         """Delegate to ``inner``."""
         return self.inner.aggregate_evaluate(server_round, replies)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return ``inner``'s state (subclasses add their own)."""
+        return {"inner": strategy_state(self.inner)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        load_strategy_state(self.inner, state["inner"])
 
 
 class AveragedBuffers(DelegatingStrategy):

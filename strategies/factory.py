@@ -57,9 +57,17 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
         # Flower floors fraction × nodes; the minimums make the count exact.
         "min_train_nodes": train,
         "min_evaluate_nodes": evaluate,
-        "min_available_nodes": num_clients,
-        "weighted_by_key": NUM_EXAMPLES_KEY if config.strategy.weighted else UNIFORM_WEIGHT_KEY,
+        # The runner waits for the federation and offers the strategy exactly the nodes
+        # it sampled (strategies.runner.SampledGrid): a minimum above that would wait
+        # forever.
+        "min_available_nodes": 0,
+        "weighted_by_key": weight_key(config),
     }
+
+
+def weight_key(config: ExperimentConfig) -> str:
+    """Return the reply metric the aggregation weights by (``strategy.weighted``)."""
+    return NUM_EXAMPLES_KEY if config.strategy.weighted else UNIFORM_WEIGHT_KEY
 
 
 def _fedavg(config: ExperimentConfig, keys: Sequence[str]) -> FedAvg:
@@ -110,8 +118,9 @@ def server_rule(config: ExperimentConfig, name: str) -> ServerRule:
         "fedhyper_g": lambda: GlobalLR(
             s.global_lr, s.hyper_lr, (s.global_lr_min, s.global_lr_max), s.normalised
         ),
+        # GM's global LR is 1 + acc, so an initial global LR alpha_0 is acc_0 = alpha_0 - 1.
         "fedhyper_gm": lambda: GlobalMomentumLR(
-            s.hyper_lr, acc_bounds, s.server_momentum, s.normalised
+            s.hyper_lr, acc_bounds, s.server_momentum, s.normalised, s.global_lr - 1.0
         ),
         "fedhyper_sl": lambda: ServerLocalLR(
             config.client.lr,

@@ -3,26 +3,55 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedhyper.compose import compose_config, run_config_overrides
+from fedhyper.checkpoint import resume_experiment
+from fedhyper.compose import CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
 from fedhyper.progress import show_progress_lines
 from strategies.runner import run_federation
 
 LOGGER = logging.getLogger("fedhyper")
 
+ENV_OUTPUT_ROOT = "FEDHYPER_OUTPUT_ROOT"
+"""Folder under which ``flwr run`` writes run directories when no output_dir is set."""
 
-def default_run_dir(config: ExperimentConfig) -> Path:
-    """Return ``logging.output_dir``, else a fresh ``outputs/<date>/<time>-<strategy>``."""
+
+def default_run_dir(config: ExperimentConfig, run_id: int) -> Path:
+    """Return where a ``flwr run`` writes its outputs.
+
+    The ServerApp runs on the SuperLink's machine, in the working directory that
+    ``flower-superlink`` was started in (for the local simulation runtime: wherever the
+    first ``flwr run`` started it), so a relative default would land somewhere
+    surprising; the directory is logged and named after the Flower run id.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The experiment; ``logging.output_dir`` wins when set.
+    run_id : int
+        Flower's run id (``flwr ls``), part of the default name.
+
+    Returns
+    -------
+    Path
+        ``logging.output_dir``, else ``<root>/<date>/<time>-<strategy>-run<run_id>``
+        where ``<root>`` is ``$FEDHYPER_OUTPUT_ROOT`` or ``outputs`` under the working
+        directory.
+
+    """
     if config.logging.output_dir:
         return Path(config.logging.output_dir)
     now = datetime.now()
-    return Path("outputs", f"{now:%Y-%m-%d}", f"{now:%H-%M-%S}-{config.strategy.name}")
+    root = Path(os.environ.get(ENV_OUTPUT_ROOT) or "outputs")
+    name = f"{now:%H-%M-%S}-{config.strategy.name}-run{run_id}"
+    return root / f"{now:%Y-%m-%d}" / name
 
 
 def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
@@ -50,6 +79,36 @@ def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
     return server_app
 
 
+def experiment_from_run_config(run_config: Mapping[str, object]) -> ExperimentConfig:
+    """Resolve the experiment of a ``flwr run`` from its run-config.
+
+    Parameters
+    ----------
+    run_config : mapping
+        ``context.run_config``: pyproject.toml's defaults fused with ``--run-config``.
+
+    Returns
+    -------
+    ExperimentConfig
+        The validated experiment; with ``resume`` in the overrides, the resumed run's
+        saved experiment with the allowed changes.
+
+    Raises
+    ------
+    ConfigError
+        For any invalid setting, or a run directory that cannot be resumed.
+
+    """
+    overrides = run_config_overrides(run_config)
+    config = compose_config(overrides)
+    if config.resume is None:
+        return config
+    # Every `flwr run` sends pyproject.toml's group choices, so only the `overrides` string
+    # tells what the user changed; the run's saved config.yaml decides the rest.
+    keys = [override.partition("=")[0] for override in overrides]
+    return resume_experiment(config, [key for key in keys if key not in CONFIG_GROUPS])
+
+
 app = ServerApp()
 
 
@@ -57,7 +116,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Resolve the experiment from the run-config, then run it."""
     show_progress_lines()
-    config = compose_config(run_config_overrides(context.run_config))
-    run_dir = default_run_dir(config).resolve()
+    config = experiment_from_run_config(context.run_config)
+    run_dir = Path(config.resume or default_run_dir(config, context.run_id)).resolve()
     LOGGER.info("fedhyper: writing outputs to %s", run_dir)
     run_federation(grid, config, run_dir)

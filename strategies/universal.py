@@ -79,9 +79,10 @@ class UniversalStrategy(DelegatingStrategy):
         return arrays, metrics
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the rule's state (the wrapped optimiser's state is its own)."""
-        return {"rule": self.rule.state_dict()}
+        """Return the rule's state and the wrapped optimiser's."""
+        return {**super().state_dict(), "rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
         self.rule.load_state_dict(state["rule"])

@@ -222,6 +222,27 @@ def test_global_momentum_lr_configurable_and_normalised() -> None:
         assert_tl(step.update, [[4.528 * scale, 3.48 * scale]], tol=1e-5 * scale)
 
 
+def test_global_momentum_lr_initial_accumulator_sets_alpha0() -> None:
+    # acc_init = alpha_0 - 1 = -0.5 within bounds (-0.8, 4):
+    # round 0: m0 = D0 = [2, 0]; update = D0 + (-0.5) m0 = [1, 0]; global LR 0.5
+    rule = GlobalMomentumLR(bounds=(-0.8, 4.0), initial_acc=-0.5)
+    assert rule.accumulator == -0.5
+    step = rule.step(tl([2.0, 0.0]))
+    assert step.global_lr == pytest.approx(0.5, abs=1e-7)
+    assert_tl(step.update, [[1.0, 0.0]])
+    # round 1: D1 = [0.1, 0]; <m0, D1> = 0.2 -> acc = -0.3; m1 = [1.9, 0]
+    #   update = D1 - 0.3 m1 = [-0.47, 0]
+    step = rule.step(tl([0.1, 0.0]))
+    assert step.global_lr == pytest.approx(0.7, abs=1e-7)
+    assert_tl(step.update, [[-0.47, 0.0]])
+    # the state round-trips the accumulator
+    restored = GlobalMomentumLR(bounds=(-0.8, 4.0))
+    restored.load_state_dict(rule.state_dict())
+    assert restored.accumulator == pytest.approx(-0.3, abs=1e-7)
+    with pytest.raises(ValueError, match="initial_acc"):
+        GlobalMomentumLR(initial_acc=-0.5)  # outside the reference bounds (-0.2, 4)
+
+
 # --------------------------------------------------------------------------- FedHyper-SL
 
 

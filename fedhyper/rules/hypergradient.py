@@ -14,6 +14,7 @@ The rules add :math:`\beta h` to their accumulator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -37,8 +38,16 @@ def hypergradient_signal(
     normalised
         Use the cosine instead of the raw inner product.
 
+    Returns
+    -------
+    float
+        The signal; ``0.0`` (no move) when it is NaN, which updates near float32's
+        range can produce (``inf - inf``), so that clipping always yields a number within
+        the bounds. An infinite signal is kept: clipping takes it to a bound.
+
     """
-    return cosine(current, previous) if normalised else inner(current, previous)
+    signal = cosine(current, previous) if normalised else inner(current, previous)
+    return 0.0 if math.isnan(signal) else signal
 
 
 def clip(value: float, bounds: tuple[float, float]) -> float:

@@ -24,14 +24,17 @@ class GlobalMomentumLR(ServerRule):
 
     .. math::
 
-        t = 0:&\quad m_0 = \Delta_0,\quad acc_0 = 0,\quad w_1 = w_0 + \Delta_0, \\
+        t = 0:&\quad m_0 = \Delta_0,\quad acc = acc_{\text{init}},
+                \quad w_1 = w_0 + (1 + acc_{\text{init}})\,\Delta_0, \\
         t > 0:&\quad acc_t = \operatorname{clip}\bigl(acc_{t-1}
                 + \beta\, h(m_{t-1}, \Delta_t),\ acc_{\min}, acc_{\max}\bigr), \\
         &\quad m_t = \Delta_t + \mu\, m_{t-1}, \\
         &\quad w_{t+1} = w_t + \Delta_t + acc_t\, m_t,
 
     with :math:`h = \langle\cdot,\cdot\rangle` (reference) or :math:`\cos` (``normalised``).
-    The logged global LR is :math:`1 + acc_t`, as in the reference.
+    The logged global LR is :math:`1 + acc_t`, as in the reference, so the initial global
+    LR :math:`\alpha_0` of the robustness grid enters as :math:`acc_{\text{init}} =
+    \alpha_0 - 1` (reference: 0, i.e. :math:`\alpha_0 = 1`).
 
     Parameters
     ----------
@@ -43,6 +46,14 @@ class GlobalMomentumLR(ServerRule):
         :math:`\mu` (reference: 0.9).
     normalised
         Use the cosine of :math:`m_{t-1}` and :math:`\Delta_t` instead of their inner product.
+    initial_acc
+        :math:`acc_{\text{init}}`, the accumulator before the first round (reference: 0);
+        it must lie within ``bounds``.
+
+    Raises
+    ------
+    ValueError
+        If ``bounds`` is unordered or ``initial_acc`` lies outside it.
 
     """
 
@@ -52,17 +63,20 @@ class GlobalMomentumLR(ServerRule):
         bounds: tuple[float, float] = (-0.2, 4.0),
         momentum: float = 0.9,
         normalised: bool = False,
+        initial_acc: float = 0.0,
     ) -> None:
         self.hyper_lr = float(hyper_lr)
         self.bounds = check_bounds("bounds", bounds)
         self.momentum = float(momentum)
         self.normalised = normalised
-        self._acc = 0.0
+        if not self.bounds[0] <= initial_acc <= self.bounds[1]:
+            raise ValueError(f"initial_acc must lie within {self.bounds}, got {initial_acc}")
+        self._acc = float(initial_acc)
         self._momentum_buffer: list[Tensor] | None = None
 
     @property
     def accumulator(self) -> float:
-        r""":math:`acc_t` after the latest round (0 before any)."""
+        r""":math:`acc_t` after the latest round (``initial_acc`` before any)."""
         return self._acc
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:

@@ -1,0 +1,313 @@
+r"""Run a benchmark suite as Hydra multiruns, then collect it into one result file.
+
+``python -m benchmarks.suite SUITE --dataset NAME --profile PROFILE [OVERRIDE ...]``
+
+A suite is one or more Hydra suite configs (``conf/suite/<leg>.yaml``, each setting
+``hydra.sweeper.params``) swept over one dataset preset
+(``conf/experiment/<dataset>_<profile>.yaml``, which sets the rounds, the target accuracy
+and the seeds in its own ``hydra.sweeper.params.seed``). Seeds are the outer loop, so an
+interrupted suite still holds every strategy for its first seeds: for each seed ``S`` of
+the preset, each leg runs as a subprocess::
+
+    python -m fedhyper --multirun +suite=<leg> experiment=<dataset>_<profile> \\
+        seed=S hydra.sweep.dir=<sweep dir>/<leg>-seed<S> [OVERRIDE ...]
+
+Extra ``OVERRIDE`` arguments go to every leg and win over the suite's and preset's
+sweep values (``client.lr=0.001`` restricts ``robustness`` to one row; ``seed=0``
+restricts the seeds). Afterwards every
+finished run below the sweep directory is written to
+``benchmarks/results/<suite>_<dataset>.json`` (``..._<profile>.json`` for a profile other
+than ``cpu``), stamped with the command, machine and date of the training, and the
+tables and plots are regenerated (:mod:`benchmarks.report`).
+
+``--collect-only`` skips training and collects an existing sweep directory; the
+provenance then comes from the ``suite.json`` the training wrote there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from benchmarks.compare import Run, find_runs
+from benchmarks.provenance import command, machine, write_result
+from benchmarks.report import RESULTS_DIR, render
+from fedhyper.compose import CONF_DIR
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "compare": ("compare", "compare_normalised"),
+    "robustness": ("robustness",),
+}
+"""Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
+
+DATASETS = ("fashion_mnist", "cifar10", "femnist", "shakespeare")
+PROFILES = ("cpu", "paper")
+PROVENANCE_FILE = "suite.json"
+"""Written into the sweep directory when training starts; read back by collection."""
+
+
+def result_path(suite: str, dataset: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """Return where a suite's result file goes.
+
+    Parameters
+    ----------
+    suite, dataset, profile : str
+        What ran.
+    results_dir : Path
+        The results folder.
+
+    Returns
+    -------
+    Path
+        ``<suite>_<dataset>.json`` for the ``cpu`` profile, else
+        ``<suite>_<dataset>_<profile>.json``.
+
+    """
+    suffix = "" if profile == "cpu" else f"_{profile}"
+    return results_dir / f"{suite}_{dataset}{suffix}.json"
+
+
+def hydra_commands(
+    suite: str, dataset: str, profile: str, sweep_dir: Path, overrides: list[str]
+) -> list[list[str]]:
+    """Build the Hydra multirun commands of a suite: every leg for each seed in turn.
+
+    Parameters
+    ----------
+    suite, dataset, profile : str
+        What to run.
+    sweep_dir : Path
+        Parent of the legs' sweep directories.
+    overrides : list of str
+        Extra Hydra overrides for every leg.
+
+    Returns
+    -------
+    list of list of str
+        One argument vector per (seed, leg), seeds outermost.
+
+    """
+    seed_override = next((o for o in overrides if o.startswith("seed=")), None)
+    seeds = (
+        seed_override.split("=", 1)[1] if seed_override else sweep_seeds(suite, dataset, profile)
+    )
+    others = [o for o in overrides if o != seed_override]
+    return [
+        [
+            sys.executable,
+            "-m",
+            "fedhyper",
+            "--multirun",
+            f"+suite={leg}",
+            f"experiment={dataset}_{profile}",
+            f"seed={seed}",
+            f"hydra.sweep.dir={sweep_dir / f'{leg}-seed{seed}'}",
+            *others,
+        ]
+        for seed in seeds.split(",")
+        for leg in SUITES[suite]
+    ]
+
+
+def sweep_seeds(suite: str, dataset: str, profile: str) -> str:
+    """Return the seeds a suite sweeps on a preset, as Hydra writes them (``"0,1,2"``).
+
+    A suite config's own ``hydra.sweeper.params.seed`` wins (it is composed after the
+    preset, as Hydra would), else the preset's, else seed 0.
+    """
+    configs = [CONF_DIR / "suite" / f"{leg}.yaml" for leg in SUITES[suite]]
+    configs.append(CONF_DIR / "experiment" / f"{dataset}_{profile}.yaml")
+    for path in configs:
+        seeds = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params.seed")
+        if seeds is not None:
+            return str(seeds)
+    return "0"
+
+
+def _label(run: Run, config: Any) -> str:
+    """Name a run by its robustness arm, else its strategy (``_normalised`` if so)."""
+    hydra_file = run.path / ".hydra" / "hydra.yaml"
+    if hydra_file.exists():
+        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+        if "arm" in choices:
+            return str(choices["arm"])
+    name = str(config.strategy.name)
+    return f"{name}_normalised" if config.strategy.normalised else name
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """Turn one finished run directory into a result-file entry.
+
+    Parameters
+    ----------
+    run : Run
+        The run (summary, history and the ``config.yaml`` beside them).
+
+    Returns
+    -------
+    dict
+        ``strategy``, ``seed``, ``global_lr`` (initial α_0), ``local_lr`` (initial η_0),
+        ``accuracy`` per round, ``final_accuracy``, ``best_accuracy``,
+        ``rounds_to_target``, ``wall_s``, and ``global_lr_per_round``,
+        ``local_lr_per_round`` (mean over the round's clients and steps), ``hyper_lr``,
+        ``normalised``.
+
+    """
+    config = OmegaConf.load(run.path / "config.yaml")
+    s = run.summary
+    return {
+        "strategy": _label(run, config),
+        "seed": int(config.seed),
+        "global_lr": float(config.strategy.global_lr),
+        "local_lr": float(config.client.lr),
+        "accuracy": [float(row["accuracy"]) for row in run.history],
+        "final_accuracy": s.final_accuracy,
+        "best_accuracy": s.best_accuracy,
+        "rounds_to_target": s.rounds_to_target,
+        "wall_s": s.wall_s,
+        "global_lr_per_round": [float(row["global_lr"]) for row in run.history],
+        "local_lr_per_round": [float(row["client_lr_mean"]) for row in run.history],
+        "hyper_lr": float(config.strategy.hyper_lr),
+        "normalised": bool(config.strategy.normalised),
+    }
+
+
+def setup_of(run: Run) -> dict[str, Any]:
+    """Describe the shared setup of a suite from one of its runs' configuration."""
+    c = OmegaConf.load(run.path / "config.yaml")
+    return {
+        "num_rounds": int(c.num_rounds),
+        "target_accuracy": float(c.target_accuracy),
+        "model": str(c.model.name),
+        "hidden_size": int(c.model.hidden_size),
+        "partition": str(c.partition.kind),
+        "alpha": float(c.partition.alpha),
+        "num_clients": int(c.partition.num_clients),
+        "clients_per_round": int(c.strategy.clients_per_round),
+        "optimizer": str(c.client.optimizer),
+        "momentum": float(c.client.momentum),
+        "local_epochs": int(c.client.local_epochs),
+        "batch_size": int(c.client.batch_size),
+        "max_steps": int(c.client.max_steps),
+        "test_examples": int(c.dataset.test_examples),
+        "weighted": bool(c.strategy.weighted),
+    }
+
+
+def _run_order(run: Run, suite: str) -> tuple[int, int, int]:
+    """Sort key of a run: its seed, its leg in the suite, its Hydra job number."""
+    leg, _, seed = run.path.parent.name.rpartition("-seed")
+    job = run.path.name.split("-", 1)[0]
+    return int(seed), SUITES[suite].index(leg), int(job)
+
+
+def collect(sweep_dir: Path, out: Path) -> dict[str, Any]:
+    """Write the result file of a sweep directory and return its content.
+
+    Parameters
+    ----------
+    sweep_dir : Path
+        Where the suite's legs ran (holds ``suite.json``).
+    out : Path
+        The JSON file to write.
+
+    Returns
+    -------
+    dict
+        What was written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sweep has no ``suite.json`` or no finished run.
+
+    """
+    provenance = json.loads((sweep_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    runs = sorted(find_runs(sweep_dir), key=lambda run: _run_order(run, provenance["suite"]))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs under {sweep_dir}")
+    payload = {
+        "suite": provenance["suite"],
+        "dataset": provenance["dataset"],
+        "profile": provenance["profile"],
+        "command": provenance["command"],
+        "machine": provenance["machine"],
+        "date": provenance["date"],
+        "hydra_commands": provenance["hydra_commands"],
+        "suite_wall_s": provenance.get("wall_s"),
+        "finished": bool(provenance.get("finished", False)),
+        "setup": setup_of(runs[0]),
+        "runs": [run_record(run) for run in runs],
+    }
+    write_result(out, payload)
+    return payload
+
+
+def train(args: argparse.Namespace, sweep_dir: Path) -> None:
+    """Run every leg of the suite, recording the provenance in ``suite.json``."""
+    commands = hydra_commands(args.suite, args.dataset, args.profile, sweep_dir, args.overrides)
+    provenance: dict[str, Any] = {
+        "suite": args.suite,
+        "dataset": args.dataset,
+        "profile": args.profile,
+        "command": command(),
+        "machine": machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "hydra_commands": [" ".join(["python", *argv[1:]]) for argv in commands],
+        "wall_s": None,
+        "finished": False,
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    provenance_file = sweep_dir / PROVENANCE_FILE
+    provenance_file.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    start = time.perf_counter()
+    for argv in commands:
+        print("+", " ".join(argv), flush=True)
+        subprocess.run(argv, check=True, cwd=CONF_DIR.parent)
+        provenance["wall_s"] = round(time.perf_counter() - start, 1)
+        provenance_file.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    provenance["finished"] = True
+    provenance_file.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train (unless ``--collect-only``), collect and report one suite on one dataset."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--profile", choices=PROFILES, default="cpu")
+    parser.add_argument(
+        "--sweep-dir",
+        type=Path,
+        help="where the runs go (default: multirun/bench/<suite>_<dataset>_<profile>_<time>)",
+    )
+    parser.add_argument("--collect-only", action="store_true", help="collect an existing sweep")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every leg")
+    args = parser.parse_intermixed_args(argv)
+    if args.sweep_dir is None:
+        if args.collect_only:
+            parser.error("--collect-only needs --sweep-dir")
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        args.sweep_dir = (
+            Path("multirun/bench") / f"{args.suite}_{args.dataset}_{args.profile}_{stamp}"
+        )
+    sweep_dir = args.sweep_dir.resolve()
+    if not args.collect_only:
+        train(args, sweep_dir)
+    out = result_path(args.suite, args.dataset, args.profile)
+    payload = collect(sweep_dir, out)
+    for path in render(out, payload):
+        print(f"wrote {path}")
+    print(f"wrote {out} ({len(payload['runs'])} runs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The runner under faults, poison and interruption, on an in-process federation.
+
+Real ClientApps train real models here; only Ray is left out (see tests/inprocess.py).
+Expected failures are computed from the same seeded fault draws and client samples the
+run uses, so the history is checked number for number.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.client_app import app as client_app
+from fedhyper.checkpoint import load_checkpoint, resume_experiment
+from fedhyper.compose import compose_config
+from fedhyper.config import ExperimentConfig
+from fedhyper.faults import POISON_KINDS, Fault, FaultPlan
+from fedhyper.history import read_history
+from fedhyper.sampling import Purpose, sample_clients
+from fedhyper.validation import STRATEGY_NAMES
+from strategies.factory import build_strategy
+from strategies.runner import MODEL_FILE, RoundFailedError, discover_clients, required_replies
+from tests.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
+from tests.test_strategies import FixedNodes, model, reply
+
+# Twenty IID clients of 3,000 rows: small partitions keep in-process rounds near a second.
+TINY = [
+    "partition=iid",
+    "partition.num_clients=20",
+    "strategy.clients_per_round=2",
+    "strategy.evaluate_clients_per_round=1",
+    "dataset.test_examples=200",
+    "client.max_steps=2",
+    "logging.progress=false",
+]
+
+
+def config(*overrides: str) -> ExperimentConfig:
+    return compose_config([*TINY, *overrides])
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = torch.load(a / MODEL_FILE), torch.load(b / MODEL_FILE)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def expected_attempts(cfg: ExperimentConfig, server_round: int) -> list[list[Fault]]:
+    """The faults of each attempt of a round, as the run will draw them."""
+    plan = FaultPlan.from_experiment(cfg)
+    count, population = cfg.strategy.clients_per_round, cfg.partition.num_clients
+    attempts = []
+    for attempt in range(cfg.reliability.round_retries + 1):
+        partitions = sample_clients(
+            cfg.seed, server_round, attempt, Purpose.TRAIN, population, count
+        )
+        faults = [plan.draw(p, server_round, attempt) for p in partitions]
+        attempts.append(faults)
+        if sum(f is Fault.NONE for f in faults) >= required_replies(cfg, count):
+            break
+    return attempts
+
+
+def test_clients_are_ordered_and_sampled_by_partition_whatever_their_node_ids() -> None:
+    cfg = config()
+    sampled = []
+    for _ in range(2):  # two federations with different random node ids
+        directory = discover_clients(InProcessGrid(20), cfg)
+        assert [directory.partitions[n] for n in directory.node_ids] == list(range(20))
+        rounds = [directory.sample(cfg, r, 0, Purpose.TRAIN) for r in (1, 2, 3)]
+        sampled.append([[directory.partitions[n] for n in nodes] for nodes in rounds])
+    assert sampled[0] == sampled[1]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "app"),
+    [
+        # Real clients: CL's per-step LR depends on the Δ_{t−1} the server restored.
+        ("fedhyper", client_app),
+        # Server-side state only (Flower's moments, momentum): synthetic clients suffice.
+        ("universal_fedadam", synthetic_app),
+        ("fedavgm", synthetic_app),
+    ],
+)
+def test_resume_continues_exactly_where_the_run_stopped(
+    strategy: str, app: ClientApp, tmp_path: Path
+) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run_in_process(config(f"strategy={strategy}", "num_rounds=3"), straight, app)
+    run_in_process(config(f"strategy={strategy}", "num_rounds=2"), interrupted, app)
+    assert load_checkpoint(interrupted).server_round == 2
+    # `python -m fedhyper resume=<dir> num_rounds=3`, as the CLI composes it.
+    requested = compose_config([f"resume={interrupted}", "num_rounds=3"])
+    resumed = resume_experiment(requested, ["resume", "num_rounds"])
+    assert resumed.strategy.name == config(f"strategy={strategy}").strategy.name
+    run_in_process(resumed, interrupted, app)
+
+    assert same_weights(straight, interrupted)
+    assert comparable(read_history(interrupted)) == comparable(read_history(straight))
+    assert load_checkpoint(interrupted).server_round == 3
+    # wall_s keeps counting across the interruption.
+    walls = [row["wall_s"] for row in read_history(interrupted)]
+    assert walls == sorted(walls)
+
+
+def test_crashed_clients_are_retried_and_the_rule_sees_only_completed_rounds(
+    tmp_path: Path,
+) -> None:
+    cfg = config(
+        "strategy=fedhyper_g",
+        "strategy.hyper_lr=50",
+        "num_rounds=4",
+        "faults.crash_probability=0.4",
+        "reliability.min_reply_fraction=1.0",
+        "reliability.round_retries=5",
+    )
+    run_in_process(cfg, tmp_path)
+    history = read_history(tmp_path)
+    for row in history:
+        attempts = expected_attempts(cfg, row["round"])
+        assert row["retries"] == len(attempts) - 1
+        assert row["failures"] == sum(f is Fault.CRASH for faults in attempts for f in faults)
+        assert row["clients"] == 2 and row["rejected"] == row["timeouts"] == 0
+    assert any(row["retries"] > 0 for row in history), "the seed must exercise a retry"
+    # A failed attempt never reaches the rule: α follows the rule round by round.
+    for previous, row in itertools.pairwise(history):
+        alpha = min(max(previous["global_lr"] + 50 * row["hypergradient"], 0.2), 5.0)
+        assert row["global_lr"] == pytest.approx(alpha, rel=1e-9)
+
+
+def first_failing_round(cfg: ExperimentConfig) -> int | None:
+    """The first round whose every attempt lacks a usable reply, if any."""
+    for server_round in range(1, cfg.num_rounds + 1):
+        attempts = expected_attempts(cfg, server_round)
+        last = attempts[-1]
+        if sum(f is Fault.NONE for f in last) < required_replies(cfg, len(last)):
+            return server_round
+    return None
+
+
+def test_too_few_replies_stop_the_run_with_one_clear_line(tmp_path: Path) -> None:
+    settings = [
+        "num_rounds=4",
+        "faults.crash_probability=0.5",
+        "reliability.min_reply_fraction=1.0",
+        "reliability.round_retries=1",
+    ]
+    # The first seed whose run completes a round before one fails.
+    cfg, failing = next(
+        (cfg, failing)
+        for seed in range(100)
+        if (failing := first_failing_round(cfg := config(*settings, f"seed={seed}")))
+        not in (None, 1)
+    )
+    with pytest.raises(RoundFailedError) as error:
+        run_in_process(cfg, tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"round {failing} stopped the run" in message
+    assert "reliability.round_retries=1" in message and "injected crash" in message
+    # The rounds before it are saved and can be resumed.
+    assert load_checkpoint(tmp_path).server_round == failing - 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_poisoned_updates_never_reach_any_strategy(strategy: str, tmp_path: Path) -> None:
+    kind = POISON_KINDS[STRATEGY_NAMES.index(strategy) % len(POISON_KINDS)]
+    cfg = config(
+        f"strategy={strategy}",
+        "num_rounds=2",
+        "strategy.evaluate_clients_per_round=0",
+        "faults.poison_probability=0.5",
+        f"faults.poison={kind}",
+    )
+    run_in_process(cfg, tmp_path, synthetic_app)
+    history = read_history(tmp_path)
+    poisoned = [
+        sum(f is Fault.POISON for faults in expected_attempts(cfg, r) for f in faults)
+        for r in (1, 2)
+    ]
+    assert [row["rejected"] for row in history] == poisoned and sum(poisoned) > 0
+    final = torch.load(tmp_path / MODEL_FILE)
+    assert all(bool(v.isfinite().all()) for v in final.values() if v.is_floating_point())
+    assert all(np.isfinite(row["accuracy"]) and np.isfinite(row["global_lr"]) for row in history)
+
+
+@pytest.fixture
+def _server_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+BOUNDED = {
+    "fedhyper_g": "global",
+    "fedhyper_gm": "global",
+    "fedhyper": "global",
+    "universal_fedadam": "global",
+    "universal_fedavgm": "global",
+    "universal_fedexp": "global",
+    "fedhyper_sl": "client",
+}
+"""The strategies with a learning-rate rule, and which learning rate it bounds."""
+
+
+@pytest.mark.usefixtures("_server_identity")
+@pytest.mark.parametrize("strategy", BOUNDED)
+def test_learning_rates_stay_in_bounds_whatever_the_inner_products(strategy: str) -> None:
+    """Updates near float32's limit make the inner products ±inf, or NaN (inf - inf)."""
+    cfg = compose_config(
+        [
+            f"strategy={strategy}",
+            "partition.num_clients=2",
+            "strategy.clients_per_round=2",
+            "strategy.evaluate_clients_per_round=2",
+            "strategy.hyper_lr=1e6",
+        ]
+    )
+    built = build_strategy(cfg, ["w"])
+    s, lr = cfg.strategy, cfg.client.lr
+    low, high = {
+        "fedhyper_g": (s.global_lr_min, s.global_lr_max),
+        "fedhyper_sl": (lr * s.local_lr_min_factor, lr * s.local_lr_max_factor),
+    }.get(strategy, (1 + s.acc_min, 1 + s.acc_max))
+    huge = 3e38
+    current = model([0.0, 0.0])
+    # Same sign, opposite sign, then a mix whose per-tensor products overflow both ways.
+    for server_round, delta in enumerate(
+        [[huge, huge], [huge, huge], [-huge, -huge], [huge, -huge], [1e-30, 0.0]], start=1
+    ):
+        replies = [reply(model(delta), 1) for _ in range(2)]
+        built.configure_train(server_round, current, ConfigRecord(), FixedNodes(2))
+        _, metrics = built.aggregate_train(server_round, replies)
+        assert metrics is not None
+        value = metrics["scheduled-client-lr" if BOUNDED[strategy] == "client" else "global-lr"]
+        assert isinstance(value, float) and low <= value <= high, (server_round, value)
