@@ -169,6 +169,15 @@ def validate(config: ExperimentConfig) -> None:
         closed_high=True,
     )
     _at_least("strategy.hyper_lr", strategy.hyper_lr, 0.0)
+    if strategy.name in ("fedhyper_gm", "fedhyper"):
+        # GM starts its accumulator at α_0 − 1, which must lie within its clip bounds.
+        _in_range(
+            "strategy.global_lr",
+            strategy.global_lr,
+            1.0 + strategy.acc_min,
+            1.0 + strategy.acc_max,
+            closed_high=True,
+        )
     _ordered("strategy.acc_min", strategy.acc_min, "strategy.acc_max", strategy.acc_max)
     _ordered(
         "strategy.local_acc_min",
