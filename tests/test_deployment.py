@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, NUM_PARTITIONS_KEY, local_data
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
@@ -164,22 +164,6 @@ class Federation:
         assert result.returncode == 0, result.stdout + result.stderr
         parsed: dict[str, Any] = json.loads(result.stdout)
         return parsed
-
-
-def free_port_block(count: int) -> int:
-    """Return ``base`` such that ports ``base .. base+count-1`` are free on loopback."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports found")
 
 
 def process_tree(roots: list[int]) -> set[int]:
