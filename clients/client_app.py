@@ -104,18 +104,8 @@ def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
                 num_partitions,
                 f"{task.num_partitions}, the server's partition.num_clients",
             )
-        return client_data(
-            task.dataset,
-            _integer(node_config[PARTITION_ID_KEY]),
-            data_dir=str(node_data_dir) if node_data_dir else task.data_dir or None,
-            cache_dir=task.cache_dir or None,
-            kind=task.partition_kind,
-            num_clients=task.num_partitions,
-            alpha=task.alpha,
-            classes_per_client=task.classes_per_client,
-            seed=task.seed,
-            validation_fraction=task.validation_fraction,
-        )
+        partition_id = _integer(node_config[PARTITION_ID_KEY])
+        return task.partition(partition_id, str(node_data_dir) if node_data_dir else None)
     if node_data_dir is None:
         raise ConfigError(
             "node-config", dict(node_config), f"{PARTITION_ID_KEY}=<int> or {DATA_DIR_KEY}=<path>"

@@ -16,10 +16,11 @@ from datasets.exceptions import DatasetsError
 
 from fedhyper.checkpoint import CHECKPOINT_FILE
 from fedhyper.config import ExperimentConfig
-from fedhyper.data.federated import client_data, test_data
+from fedhyper.data.federated import test_data
 from fedhyper.data.registry import get_spec
 from fedhyper.data.source import mirror_file, resolve_data_dir
 from fedhyper.errors import ConfigError, one_line
+from fedhyper.task import ClientTask
 
 __all__ = ["check_data", "check_run_dir"]
 
@@ -119,18 +120,7 @@ def check_data(config: ExperimentConfig, *, partitions: bool) -> None:
             max_examples=dataset.test_examples,
         )
         if partitions:
-            client_data(
-                dataset.name,
-                0,
-                data_dir=dataset.data_dir,
-                cache_dir=dataset.cache_dir,
-                kind=partition.kind,
-                num_clients=partition.num_clients,
-                alpha=partition.alpha,
-                classes_per_client=partition.classes_per_client,
-                seed=config.seed,
-                validation_fraction=dataset.validation_fraction,
-            )
+            ClientTask.from_experiment(config).partition(0)
     except _DATA_ERRORS as error:
         root = resolve_data_dir(dataset.data_dir)
         raise ConfigError(

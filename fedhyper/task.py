@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fedhyper.config import ExperimentConfig
+from fedhyper.data.federated import ClientData, client_data
 
 ARRAYS_KEY = "arrays"
 """Record holding the model weights, in messages both ways."""
@@ -112,6 +113,35 @@ class ClientTask:
     def to_mapping(self) -> dict[str, Any]:
         """Flatten to scalar values, as a Flower ``ConfigRecord`` accepts them."""
         return asdict(self)
+
+    def partition(self, partition_id: int, data_dir: str | None = None) -> ClientData:
+        """Load one client's share of the partitioned dataset this task describes.
+
+        Parameters
+        ----------
+        partition_id : int
+            Which client, in ``[0, num_partitions)``.
+        data_dir : str or None
+            A directory that overrides the task's (a SuperNode's own mirror).
+
+        Returns
+        -------
+        ClientData
+            The client's train and validation splits.
+
+        """
+        return client_data(
+            self.dataset,
+            partition_id,
+            data_dir=data_dir or self.data_dir or None,
+            cache_dir=self.cache_dir or None,
+            kind=self.partition_kind,
+            num_clients=self.num_partitions,
+            alpha=self.alpha,
+            classes_per_client=self.classes_per_client,
+            seed=self.seed,
+            validation_fraction=self.validation_fraction,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ClientTask:
