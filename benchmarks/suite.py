@@ -18,7 +18,7 @@ restricts the seeds). Afterwards every
 finished run below the sweep directory is written to
 ``benchmarks/results/<suite>_<dataset>.json`` (``..._<profile>.json`` for a profile other
 than ``cpu``), stamped with the command, machine and date of the training, and the
-tables and plots are regenerated (:mod:`benchmarks.report`).
+tables, plots and the results index are regenerated (:mod:`benchmarks.report`).
 
 ``--collect-only`` skips training and collects an existing sweep directory; the
 provenance then comes from the ``suite.json`` the training wrote there.
@@ -39,7 +39,8 @@ from omegaconf import OmegaConf
 
 from benchmarks.compare import Run, find_runs
 from benchmarks.provenance import command, machine, write_result
-from benchmarks.report import RESULTS_DIR, render
+from benchmarks.report import render, write_index
+from benchmarks.tables import RESULTS_DIR
 from fedhyper.compose import CONF_DIR
 
 SUITES: dict[str, tuple[str, ...]] = {
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in render(out, payload):
         print(f"wrote {path}")
     print(f"wrote {out} ({len(payload['runs'])} runs)")
+    print(f"wrote {write_index()}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 
-from benchmarks.report import SUITE_NAMES, result_files, table
+from benchmarks.report import index
 from benchmarks.suite import SUITES, hydra_commands
+from benchmarks.tables import (
+    RESULTS_DIR,
+    SUITE_NAMES,
+    compare_summary_row,
+    result_files,
+    robustness_summary_rows,
+    table,
+)
 from fedhyper.compose import CONF_DIR, to_experiment
 
 RESULT_FILES = result_files()
@@ -72,6 +80,87 @@ def test_result_file_schema(path: Path) -> None:
 def test_committed_table_is_reproduced_from_the_json(path: Path) -> None:
     committed = path.with_suffix(".md").read_text(encoding="utf-8")
     assert table(_load(path)) == committed
+
+
+def test_committed_index_is_reproduced_from_the_json() -> None:
+    committed = (RESULTS_DIR / "README.md").read_text(encoding="utf-8")
+    assert index(RESULT_FILES) == committed
+
+
+def _run(strategy: str, accuracy: list[float], **cell: float) -> dict[str, Any]:
+    target = 0.5
+    return {
+        "strategy": strategy,
+        "seed": 0,
+        "global_lr": cell.get("global_lr", 1.0),
+        "local_lr": cell.get("local_lr", 0.01),
+        "accuracy": accuracy,
+        "final_accuracy": accuracy[-1],
+        "best_accuracy": max(accuracy),
+        "rounds_to_target": next((i + 1 for i, a in enumerate(accuracy) if a >= target), None),
+        "wall_s": 1.0,
+    }
+
+
+CELLS = ((0.5, 0.01), (2.0, 0.01), (0.5, 0.1), (2.0, 0.1))
+"""(alpha_0, eta_0) of a 2 x 2 robustness grid, row-major."""
+
+
+def test_summary_rows_are_the_hand_computed_headline_figures() -> None:
+    provenance = {"profile": "cpu", "date": "2026-01-01T00:00:00", "suite_wall_s": 120.0}
+    compare = {
+        **provenance,
+        "suite": "compare",
+        "dataset": "toy",
+        "setup": {"target_accuracy": 0.5},
+        "runs": [
+            _run("fedavg", [0.1, 0.2, 0.3, 0.5, 0.6]),  # 4 rounds
+            _run("fedavgm", [0.1, 0.5, 0.6, 0.6, 0.7]),  # 2 rounds: the best baseline
+            _run("fedhyper", [0.1, 0.2, 0.5, 0.6, 0.8]),  # 3 rounds
+            _run("fedhyper_g", [0.1, 0.2, 0.3, 0.4, 0.4]),  # never
+        ],
+    }
+    cells = [c.strip() for c in compare_summary_row(compare).strip("|").split("|")]
+    assert cells == [
+        "toy",
+        "cpu",
+        "1",
+        "50%",
+        "1.33x (3.0 vs 4.0)",
+        "0.67x (3.0 vs 2.0), `fedavgm`",
+        "1.33x (3.0 vs 4.0), `fedhyper`",
+        "0.800 `fedhyper`",
+        "0.600",
+        "2 min",
+        "2026-01-01",
+    ]
+    robustness = {
+        **provenance,
+        "suite": "robustness",
+        "dataset": "toy",
+        "setup": {"target_accuracy": 0.5},
+        "runs": [
+            _run(arm, [final], global_lr=g, local_lr=lr)
+            for arm, finals in (
+                ("fedavg", (0.2, 0.4, 0.6, 0.8)),
+                ("fedhyper", (0.3, 0.4, 0.5, 0.9)),
+            )
+            for (g, lr), final in zip(
+                ((0.5, 0.01), (2.0, 0.01), (0.5, 0.1), (2.0, 0.1)), finals, strict=True
+            )
+        ],
+    }
+    (row,) = robustness_summary_rows(robustness)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # gains: +10, 0, -10, +10 points; the first maximum in row-major order is reported
+    assert cells[2:8] == [
+        "`fedhyper`",
+        "4",
+        "+10.0 (α_0 = 0.5, η_0 = 0.01)",
+        "+2.5",
+        "-10.0",
+        "0.200–0.800",
+    ]
 
 
 # ----------------------------------------------------------------------------- the suites

@@ -1,0 +1,130 @@
+"""Plots of the benchmark result files, drawn from the JSON alone.
+
+* ``compare``: ``<stem>_accuracy.png`` (mean accuracy per round with a min-max band over
+  seeds) and ``<stem>_lr.png`` (global and mean local LR per round);
+* ``robustness``: ``<stem>_heatmap.png`` (FedAvg's final accuracy and each arm's gain
+  over it, per initial global LR x initial local LR cell).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from benchmarks.tables import BASELINES, REFERENCE, gains, grids
+
+
+def _stamp(figure: Any, data: dict[str, Any]) -> None:
+    figure.suptitle(
+        f"{data['suite']} · {data['dataset']} · profile {data['profile']} · {data['date']}\n"
+        f"{data['machine']}",
+        fontsize=8,
+    )
+
+
+def _per_round(runs: list[dict[str, Any]], key: str) -> dict[str, np.ndarray]:
+    groups: dict[str, list[list[float]]] = defaultdict(list)
+    for run in runs:
+        groups[run["strategy"]].append(run[key])
+    return {name: np.array(values, dtype=float) for name, values in groups.items()}
+
+
+def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
+    """Draw the accuracy and learning-rate plots of a ``compare`` result."""
+    accuracy = _per_round(data["runs"], "accuracy")
+    families = {
+        "baselines": [n for n in accuracy if n in BASELINES],
+        "FedHyper family (FedAvg for reference)": [REFERENCE]
+        + [n for n in accuracy if n not in BASELINES],
+    }
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for axis, (title, names) in zip(axes, families.items(), strict=True):
+        for name in names:
+            if name not in accuracy:
+                continue
+            values = accuracy[name]
+            rounds = np.arange(1, values.shape[1] + 1)
+            style = {"color": "black", "linestyle": "--"} if name == REFERENCE else {}
+            (line,) = axis.plot(
+                rounds, values.mean(axis=0), label=f"{name} (n={len(values)})", **style
+            )
+            axis.fill_between(
+                rounds, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15
+            )
+        axis.axhline(data["setup"]["target_accuracy"], color="grey", linestyle=":", linewidth=1)
+        axis.set(xlabel="round", title=title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    axes[0].set_ylabel("centralised test accuracy (mean, band: min-max over seeds)")
+    _stamp(figure, data)
+    figure.tight_layout()
+    accuracy_path = stem.with_name(stem.name + "_accuracy.png")
+    figure.savefig(accuracy_path, dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for axis, key, ylabel in (
+        (axes[0], "global_lr_per_round", "global LR (GM, full, universal: 1 + acc)"),
+        (axes[1], "local_lr_per_round", "mean client LR over local steps"),
+    ):
+        for name, values in _per_round(data["runs"], key).items():
+            mean = np.nanmean(values, axis=0)
+            if name != REFERENCE and np.allclose(mean, mean[0]):
+                continue  # constant: shown by FedAvg's line
+            axis.plot(np.arange(1, len(mean) + 1), mean, label=name)
+        axis.set(xlabel="round", ylabel=ylabel)
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=7)
+    _stamp(figure, data)
+    figure.tight_layout()
+    lr_path = stem.with_name(stem.name + "_lr.png")
+    figure.savefig(lr_path, dpi=110)
+    plt.close(figure)
+    return [accuracy_path, lr_path]
+
+
+def plot_robustness(data: dict[str, Any], stem: Path) -> list[Path]:
+    """Draw FedAvg's accuracy and each arm's gain over it as heatmaps."""
+    local_lrs, global_lrs, by_arm = grids(data)
+    panels: list[tuple[str, np.ndarray, str, bool]] = [
+        (f"{REFERENCE}: final accuracy (%)", 100 * by_arm[REFERENCE], "viridis", False)
+    ]
+    for arm, grid in gains(data).items():
+        panels.append((f"{arm} − fedavg (points)", grid, "RdBu", True))
+    figure, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(4.6 * len(panels), 1.2 + 0.75 * len(local_lrs) + 1.5),
+        squeeze=False,
+    )
+    for axis, (title, grid, cmap, centred) in zip(axes[0], panels, strict=True):
+        limit = max(float(np.nanmax(np.abs(grid))), 1.0) if centred else None
+        image = axis.imshow(
+            grid,
+            cmap=cmap,
+            aspect="auto",
+            origin="lower",
+            vmin=-limit if limit else None,
+            vmax=limit,
+        )
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if not np.isnan(grid[i, j]):
+                    axis.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8)
+        axis.set_xticks(range(len(global_lrs)), [f"{g:g}" for g in global_lrs])
+        axis.set_yticks(range(len(local_lrs)), [f"{v:g}" for v in local_lrs])
+        axis.set(xlabel="initial global LR α_0", ylabel="initial local LR η_0", title=title)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    _stamp(figure, data)
+    figure.tight_layout()
+    path = stem.with_name(stem.name + "_heatmap.png")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
