@@ -169,15 +169,6 @@ def validate(config: ExperimentConfig) -> None:
         closed_high=True,
     )
     _at_least("strategy.hyper_lr", strategy.hyper_lr, 0.0)
-    if strategy.name in ("fedhyper_gm", "fedhyper"):
-        # GM starts its accumulator at α_0 − 1, which must lie within its clip bounds.
-        _in_range(
-            "strategy.global_lr",
-            strategy.global_lr,
-            1.0 + strategy.acc_min,
-            1.0 + strategy.acc_max,
-            closed_high=True,
-        )
     _ordered("strategy.acc_min", strategy.acc_min, "strategy.acc_max", strategy.acc_max)
     _ordered(
         "strategy.local_acc_min",
@@ -192,6 +183,16 @@ def validate(config: ExperimentConfig) -> None:
     _positive("strategy.server_lr", strategy.server_lr)
     for key in ("server_momentum", "beta_1", "beta_2"):
         _in_range(f"strategy.{key}", getattr(strategy, key), 0.0, 1.0, closed_high=False)
+    if strategy.name in ("fedhyper_gm", "fedhyper"):
+        # GM starts its accumulator at (1 − μ)(α_0 − 1), which must lie within its bounds.
+        scale = 1.0 - strategy.server_momentum
+        _in_range(
+            "strategy.global_lr",
+            strategy.global_lr,
+            1.0 + strategy.acc_min / scale,
+            1.0 + strategy.acc_max / scale,
+            closed_high=True,
+        )
     _positive("strategy.tau", strategy.tau)
     _in_range("strategy.decay", strategy.decay, 1e-12, 1.0, closed_high=True)
     _at_least("strategy.fedexp_eps", strategy.fedexp_eps, 0.0)

@@ -18,6 +18,7 @@ from fedhyper.rules import (
     ServerLocalLR,
     ServerRule,
     UniversalGlobalLR,
+    accumulator_for_global_lr,
 )
 from fedhyper.validation import RULE_STRATEGY_NAMES
 from strategies.delegating import AveragedBuffers, DelegatingStrategy
@@ -118,9 +119,12 @@ def server_rule(config: ExperimentConfig, name: str) -> ServerRule:
         "fedhyper_g": lambda: GlobalLR(
             s.global_lr, s.hyper_lr, (s.global_lr_min, s.global_lr_max), s.normalised
         ),
-        # GM's global LR is 1 + acc, so an initial global LR alpha_0 is acc_0 = alpha_0 - 1.
         "fedhyper_gm": lambda: GlobalMomentumLR(
-            s.hyper_lr, acc_bounds, s.server_momentum, s.normalised, s.global_lr - 1.0
+            s.hyper_lr,
+            acc_bounds,
+            s.server_momentum,
+            s.normalised,
+            accumulator_for_global_lr(s.global_lr, s.server_momentum),
         ),
         "fedhyper_sl": lambda: ServerLocalLR(
             config.client.lr,

@@ -77,9 +77,9 @@ CASES = {
     "global lr out of bounds": case("compose", "strategy.global_lr=9", "strategy.global_lr", "5]"),
     "GM start outside its accumulator": case(
         "compose",
-        ("strategy=fedhyper_gm", "strategy.global_lr=0.5"),
+        ("strategy=fedhyper_gm", "strategy.acc_min=-0.01", "strategy.global_lr=0.5"),
         "strategy.global_lr",
-        "[0.8, 5]",
+        "[0.9, 41]",
     ),
     "too many clients a round": case(
         "compose", "strategy.clients_per_round=101", "strategy.clients_per_round", "[1, 100]"

@@ -21,6 +21,7 @@ from fedhyper.rules import (
     ServerRule,
     ServerStep,
     UniversalGlobalLR,
+    accumulator_for_global_lr,
     add_scaled,
     clone_list,
     cosine,
@@ -222,16 +223,28 @@ def test_global_momentum_lr_configurable_and_normalised() -> None:
         assert_tl(step.update, [[4.528 * scale, 3.48 * scale]], tol=1e-5 * scale)
 
 
-def test_global_momentum_lr_initial_accumulator_sets_alpha0() -> None:
-    # acc_init = alpha_0 - 1 = -0.5 within bounds (-0.8, 4):
-    # round 0: m0 = D0 = [2, 0]; update = D0 + (-0.5) m0 = [1, 0]; global LR 0.5
+@pytest.mark.parametrize("alpha", [0.5, 0.75, 1.0, 1.5, 2.0])
+def test_gm_accumulator_for_a_global_lr_reaches_that_lr_on_steady_updates(alpha: float) -> None:
+    acc = accumulator_for_global_lr(alpha, 0.9)
+    assert acc == pytest.approx(0.1 * (alpha - 1.0))
+    # hyper_lr 0 freezes the accumulator: with the same update every round the step is
+    # D + acc * m_t, m_t = D (1 - 0.9^(t+1)) / 0.1, which tends to alpha * D
+    rule = GlobalMomentumLR(hyper_lr=0.0, initial_acc=acc)
+    steps = [rule.step(tl([1.0, -2.0])).update for _ in range(200)]
+    assert_tl(steps[0], [[1.0 + acc, -2.0 * (1.0 + acc)]])
+    assert_tl(steps[-1], [[alpha, -2.0 * alpha]], tol=1e-5)
+
+
+def test_global_momentum_lr_initial_accumulator_weights_the_first_step() -> None:
+    # acc_init = -0.5 within bounds (-0.8, 4):
+    # round 0: m0 = D0 = [2, 0]; update = D0 + (-0.5) m0 = [1, 0]; logged global LR 0.5
     rule = GlobalMomentumLR(bounds=(-0.8, 4.0), initial_acc=-0.5)
     assert rule.accumulator == -0.5
     step = rule.step(tl([2.0, 0.0]))
     assert step.global_lr == pytest.approx(0.5, abs=1e-7)
     assert_tl(step.update, [[1.0, 0.0]])
     # round 1: D1 = [0.1, 0]; <m0, D1> = 0.2 -> acc = -0.3; m1 = [1.9, 0]
-    #   update = D1 - 0.3 m1 = [-0.47, 0]
+    #   update = D1 - 0.3 m1 = [-0.47, 0]: a negative accumulator steps back along m
     step = rule.step(tl([0.1, 0.0]))
     assert step.global_lr == pytest.approx(0.7, abs=1e-7)
     assert_tl(step.update, [[-0.47, 0.0]])

@@ -13,11 +13,11 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedhyper.compose import compose_config
-from fedhyper.rules import FedExP, GlobalLR, ServerLocalLR, UniversalGlobalLR
+from fedhyper.rules import FedExP, GlobalLR, GlobalMomentumLR, ServerLocalLR, UniversalGlobalLR
 from fedhyper.task import PREVIOUS_DELTA_KEY
 from fedhyper.validation import STRATEGY_NAMES
 from strategies.delegating import AveragedBuffers
-from strategies.factory import BUILDERS, build_strategy
+from strategies.factory import BUILDERS, build_strategy, server_rule
 from strategies.rule_strategy import RuleStrategy
 from strategies.universal import UniversalStrategy
 
@@ -224,6 +224,13 @@ def test_universal_scales_the_update_before_the_inner_optimiser() -> None:
     w2, metrics, _ = run_round(strategy, 2, w1, [reply(model([1.5, 0.0]), 1) for _ in range(2)])
     assert metrics["global-lr"] == pytest.approx(1.5)
     np.testing.assert_allclose(weights(w2), [1.75, 0.0])
+
+
+def test_gm_starts_at_the_accumulator_of_its_initial_global_lr() -> None:
+    config = compose_config(["strategy=fedhyper", "strategy.global_lr=0.5"])
+    rule = server_rule(config, "fedhyper_gm")
+    assert isinstance(rule, GlobalMomentumLR)
+    assert rule.accumulator == pytest.approx((1 - 0.9) * (0.5 - 1))
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)

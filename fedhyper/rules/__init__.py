@@ -12,7 +12,7 @@ from fedhyper.rules.decay import DecayGlobal, DecayLocal
 from fedhyper.rules.fedexp import FedExP, fedexp_step_size
 from fedhyper.rules.global_lr import GlobalLR, UniversalGlobalLR
 from fedhyper.rules.hypergradient import hypergradient_signal
-from fedhyper.rules.momentum import GlobalMomentumLR
+from fedhyper.rules.momentum import GlobalMomentumLR, accumulator_for_global_lr
 from fedhyper.rules.plain import Plain
 from fedhyper.rules.server_local_lr import ServerLocalLR
 from fedhyper.rules.vector import (
@@ -38,6 +38,7 @@ __all__ = [
     "ServerRule",
     "ServerStep",
     "UniversalGlobalLR",
+    "accumulator_for_global_lr",
     "add_scaled",
     "clone_list",
     "cosine",
