@@ -129,7 +129,8 @@ class StrategyConfig:
         Weight the aggregate by ``num-examples`` (Flower) rather than the plain mean
         (the reference code).
     global_lr : float
-        Initial global learning rate α_0.
+        Initial global learning rate α_0 (FedHyper-GM and full: the long-run step its
+        initial accumulator gives, :func:`fedhyper.rules.accumulator_for_global_lr`).
     hyper_lr : float
         Hyper learning rate β_g of the global rule.
     global_lr_min : float
