@@ -145,9 +145,7 @@ def test_summary_rows_are_the_hand_computed_headline_figures() -> None:
                 ("fedavg", (0.2, 0.4, 0.6, 0.8)),
                 ("fedhyper", (0.3, 0.4, 0.5, 0.9)),
             )
-            for (g, lr), final in zip(
-                ((0.5, 0.01), (2.0, 0.01), (0.5, 0.1), (2.0, 0.1)), finals, strict=True
-            )
+            for (g, lr), final in zip(CELLS, finals, strict=True)
         ],
     }
     (row,) = robustness_summary_rows(robustness)
