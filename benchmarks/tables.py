@@ -379,7 +379,7 @@ def _ratio_cell(
     ratio = speedup(reference, candidate)
     if ratio is None:
         missed = dict.fromkeys(s.strategy for s in (candidate, reference) if s.rounds_mean is None)
-        return "n/a (" + ", ".join(f"`{name}`" for name in missed) + " missed the target)"
+        return "n/a (" + ", ".join(f"`{label}`" for label in missed) + " missed the target)"
     named = "" if name is None else f", `{name}`"
     return f"{ratio:.2f}x ({candidate.rounds_mean:.1f} vs {reference.rounds_mean:.1f}){named}"
 
