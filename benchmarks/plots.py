@@ -20,6 +20,17 @@ import numpy as np
 
 from benchmarks.tables import BASELINES, REFERENCE, gains, grids
 
+PLOT_KINDS: dict[str, tuple[str, ...]] = {
+    "compare": ("accuracy", "lr"),
+    "robustness": ("heatmap",),
+}
+"""Suite -> the plots drawn for it, each saved as ``<stem>_<kind>.png``."""
+
+
+def plot_path(stem: Path, kind: str) -> Path:
+    """Return where the ``kind`` plot of the result ``<stem>.json`` is saved."""
+    return stem.with_name(f"{stem.name}_{kind}.png")
+
 
 def _stamp(figure: Any, data: dict[str, Any]) -> None:
     figure.suptitle(
@@ -65,7 +76,7 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
     axes[0].set_ylabel("centralised test accuracy (mean, band: min-max over seeds)")
     _stamp(figure, data)
     figure.tight_layout()
-    accuracy_path = stem.with_name(stem.name + "_accuracy.png")
+    accuracy_path = plot_path(stem, "accuracy")
     figure.savefig(accuracy_path, dpi=110)
     plt.close(figure)
 
@@ -84,7 +95,7 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
         axis.legend(fontsize=7)
     _stamp(figure, data)
     figure.tight_layout()
-    lr_path = stem.with_name(stem.name + "_lr.png")
+    lr_path = plot_path(stem, "lr")
     figure.savefig(lr_path, dpi=110)
     plt.close(figure)
     return [accuracy_path, lr_path]
@@ -124,7 +135,7 @@ def plot_robustness(data: dict[str, Any], stem: Path) -> list[Path]:
         figure.colorbar(image, ax=axis, fraction=0.046)
     _stamp(figure, data)
     figure.tight_layout()
-    path = stem.with_name(stem.name + "_heatmap.png")
+    path = plot_path(stem, "heatmap")
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return [path]

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plots import plot_compare, plot_robustness
+from benchmarks.plots import PLOT_KINDS, plot_compare, plot_path, plot_robustness
 from benchmarks.tables import RESULTS_DIR, load, result_files, summary, table
 
 INDEX_NAME = "README.md"
@@ -55,8 +55,7 @@ def index(paths: list[Path]) -> str:
     Returns
     -------
     str
-        The text of ``benchmarks/results/README.md``, ending in a newline. Plots are
-        linked by the names :mod:`benchmarks.plots` gives them.
+        The text of ``benchmarks/results/README.md``, ending in a newline.
 
     """
     results = [load(path) for path in paths]
@@ -73,8 +72,10 @@ def index(paths: list[Path]) -> str:
         "",
     ]
     for path, data in zip(paths, results, strict=True):
-        plots = ["accuracy", "lr"] if data["suite"] == "compare" else ["heatmap"]
-        links = ", ".join(f"[{kind}]({path.stem}_{kind}.png)" for kind in plots)
+        links = ", ".join(
+            f"[{kind}]({plot_path(path.with_suffix(''), kind).name})"
+            for kind in PLOT_KINDS[data["suite"]]
+        )
         lines.append(
             f"- `{data['suite']}` on {data['dataset']} ({data['profile']}, "
             f"{len(data['runs'])} runs): [table]({path.stem}.md), {links}, "
