@@ -23,8 +23,8 @@ from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.faults import POISON_KINDS, Fault, FaultPlan
 from fedhyper.history import read_history
-from fedhyper.sampling import Purpose, sample_clients
 from fedhyper.methods import method_names
+from fedhyper.sampling import Purpose, sample_clients
 from strategies.factory import build_strategy
 from strategies.runner import MODEL_FILE, RoundFailedError, discover_clients, required_replies
 from tests.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app

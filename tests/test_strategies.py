@@ -13,9 +13,9 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedhyper.compose import compose_config
+from fedhyper.methods import method_names
 from fedhyper.rules import FedExP, GlobalLR, GlobalMomentumLR, ServerLocalLR, UniversalGlobalLR
 from fedhyper.task import PREVIOUS_DELTA_KEY
-from fedhyper.methods import method_names
 from strategies.delegating import AveragedBuffers
 from strategies.factory import build_strategy, server_rule
 from strategies.rule_strategy import RuleStrategy
