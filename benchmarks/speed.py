@@ -170,17 +170,17 @@ def experiment(
 def server_rule_for(config: ExperimentConfig, keys: Sequence[str]) -> ServerRule:
     """Return the server rule the strategy applies to the averaged update.
 
-    FedAvg is :class:`~fedhyper.rules.Plain`; a rule strategy gets the rule
-    :func:`strategies.factory.server_rule` builds for it.
+    FedAvg is :class:`~fedhyper.rules.Plain`; a method that steps by a server rule gets
+    the rule :func:`strategies.factory.server_rule` builds for it.
     """
     if config.strategy.name == "fedavg":
         return Plain()
-    from fedhyper.validation import RULE_STRATEGY_NAMES
+    from fedhyper.methods import method_of
     from strategies.factory import server_rule
 
-    if config.strategy.name not in RULE_STRATEGY_NAMES:
+    if method_of(config).server_rule is None:
         raise SystemExit(f"the floor knows fedavg and rule strategies, not {config.strategy.name}")
-    return server_rule(config, config.strategy.name)
+    return server_rule(config)
 
 
 def weighted_average(

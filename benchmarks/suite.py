@@ -42,6 +42,7 @@ from benchmarks.provenance import command, machine, write_result
 from benchmarks.report import render, write_index
 from benchmarks.tables import RESULTS_DIR
 from fedhyper.compose import CONF_DIR
+from strategies.methods.fedhyper import HyperParams
 
 SUITES: dict[str, tuple[str, ...]] = {
     "compare": ("compare", "compare_normalised"),
@@ -141,7 +142,15 @@ def _label(run: Run, config: Any) -> str:
         if "arm" in choices:
             return str(choices["arm"])
     name = str(config.strategy.name)
-    return f"{name}_normalised" if config.strategy.normalised else name
+    return f"{name}_normalised" if _setting(config, "normalised") else name
+
+
+def _setting(config: Any, key: str) -> Any:
+    """Return a hypergradient setting of a saved run, its default for a method without one.
+
+    The result files record a value for every run.
+    """
+    return OmegaConf.select(config, f"strategy.{key}", default=getattr(HyperParams(), key))
 
 
 def run_record(run: Run) -> dict[str, Any]:
@@ -176,8 +185,8 @@ def run_record(run: Run) -> dict[str, Any]:
         "wall_s": s.wall_s,
         "global_lr_per_round": [float(row["global_lr"]) for row in run.history],
         "local_lr_per_round": [float(row["client_lr_mean"]) for row in run.history],
-        "hyper_lr": float(config.strategy.hyper_lr),
-        "normalised": bool(config.strategy.normalised),
+        "hyper_lr": float(_setting(config, "hyper_lr")),
+        "normalised": bool(_setting(config, "normalised")),
     }
 
 

@@ -20,19 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from fedhyper.methods import baselines
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITE_NAMES = ("compare", "robustness")
 
-BASELINES = (
-    "fedavg",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedexp",
-    "decay_g",
-    "decay_sl",
-)
+BASELINES = baselines()
 """Strategies that are not FedHyper: the baselines FedHyper is compared with."""
 
 FULL = "fedhyper"

@@ -31,18 +31,18 @@ from flwr.clientapp import ClientApp
 
 from clients.faults import inject_fault
 from fedhyper.batching import TensorBatches
+from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
 from fedhyper.data.federated import ClientData, client_data
 from fedhyper.data.registry import DATASETS, get_spec
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.rules import HypergradientLocalLR
 from fedhyper.task import ARRAYS_KEY, PARTITION_ID_KEY, PREVIOUS_DELTA_KEY, ClientTask
 from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
 
 NUM_PARTITIONS_KEY = "num-partitions"
 DATA_DIR_KEY = "data-dir"
-CL_STATE_KEY = "fedhyper-cl"
-"""Node state record that carries the CL multiplier between rounds (``cl_carry``)."""
+RULE_STATE_KEY = "client-rule"
+"""Node state record holding what the client rule keeps for the client's next round."""
 
 app = ClientApp()
 
@@ -142,32 +142,30 @@ def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Mod
     return model, device
 
 
-def _hypergradient_controller(
+def _client_rule(
     message: Message,
     context: Context,
     task: ClientTask,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-) -> HypergradientLocalLR:
-    """FedHyper-CL for this round, fed the server's unscaled Δ_{t−1} when it sent one."""
+) -> ClientRule:
+    """Build this round's client rule, fed Δ_{t−1} when the server sent it."""
     parameters = dict(model.named_parameters())
     keys = trainable_float_keys(model)
     previous = message.content.array_records.get(PREVIOUS_DELTA_KEY)
-    global_delta = (
-        None if previous is None else [torch.from_numpy(previous[key].numpy()) for key in keys]
-    )
-    carried = context.state.config_records.get(CL_STATE_KEY) if task.cl_carry else None
-    multiplier = _number(carried["multiplier"]) if carried is not None else 1.0
-    return HypergradientLocalLR(
-        [parameters[key] for key in keys],
-        optimizer,
+    saved = context.state.config_records.get(RULE_STATE_KEY)
+    inputs = RuleInputs(
+        parameters=[parameters[key] for key in keys],
+        optimizer=optimizer,
         base_lr=task.lr,
-        global_delta=global_delta,
-        coupling=task.cl_coupling,
-        skip_first_batch=task.cl_skip_first_batch,
-        multiplier=multiplier,
-        bounds=(task.lr_min_factor, task.lr_max_factor),
+        previous_delta=(
+            None if previous is None else [torch.from_numpy(previous[key].numpy()) for key in keys]
+        ),
+        clients_per_round=task.clients_per_round,
+        saved_state={} if saved is None else {key: _number(v) for key, v in saved.items()},
     )
+    settings = read_settings(task.client_rule, task.client_rule_settings)
+    return CLIENT_RULES.get(task.client_rule).build(settings, inputs)
 
 
 @app.train()
@@ -184,11 +182,7 @@ def train(message: Message, context: Context) -> Message:
     generator = torch.Generator().manual_seed(
         hash((task.seed, _shuffle_identity(context), server_round))
     )
-    controller = (
-        _hypergradient_controller(message, context, task, model, optimizer)
-        if task.client_rule == "hypergradient"
-        else None
-    )
+    rule = _client_rule(message, context, task, model, optimizer)
     result = train_local(
         model,
         TensorBatches(data.train, task.batch_size, generator),
@@ -196,7 +190,7 @@ def train(message: Message, context: Context) -> Message:
         epochs=task.local_epochs,
         device=device,
         max_steps=task.max_steps,
-        controller=controller,
+        controller=rule,
     )
     lrs = result.lrs
     metrics = MetricRecord(
@@ -212,12 +206,11 @@ def train(message: Message, context: Context) -> Message:
             "lr-max": max(lrs),
         }
     )
-    if controller is not None:
-        stats = controller.stats()
-        metrics["hypergradient-x-mean"] = stats["x_mean"]
-        metrics["hypergradient-y-mean"] = stats["y_mean"]
-        metrics["lr-multiplier"] = stats["multiplier"]
-        context.state[CL_STATE_KEY] = ConfigRecord({"multiplier": stats["multiplier"]})
+    for key, value in rule.report().items():
+        metrics[f"{task.client_rule}-{key}"] = value
+    state = rule.state_dict()
+    if state:
+        context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))
     content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), "metrics": metrics})
     return inject_fault(message, _shuffle_identity(context), Message(content, reply_to=message))
 

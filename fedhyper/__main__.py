@@ -28,7 +28,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 
 from fedhyper.checkpoint import load_checkpoint, resume_experiment
-from fedhyper.compose import CONF_DIR, compose_config, to_experiment
+from fedhyper.compose import CONF_DIR, SEARCHPATH_KEY, compose_config, store_schemas, to_experiment
 from fedhyper.config import ExperimentConfig
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.preflight import check_data, check_run_dir
@@ -136,7 +136,12 @@ def check_command_line(argv: Sequence[str]) -> None:
         raise ConfigError(
             "command line", " ".join(args.overrides), f"key=value overrides ({first[1]})"
         ) from None
-    experiment = [o for o in overrides if not o.key_or_group.startswith(("hydra.", "hydra/"))]
+    # Hydra's own settings are Hydra's to check; the search path also finds this app's yaml.
+    experiment = [
+        o
+        for o in overrides
+        if o.key_or_group == SEARCHPATH_KEY or not o.key_or_group.startswith(("hydra.", "hydra/"))
+    ]
     fixed = [str(o.input_line) for o in experiment if not o.is_sweep_override()]
     sweeps = [o for o in experiment if o.is_sweep_override()]
     for sweep in sweeps:
@@ -181,6 +186,8 @@ def main() -> None:
         check_command_line(sys.argv[1:])
     except FedHyperError as error:
         _fail(error, USAGE_ERROR)
+    # Hydra composes (even for --help) from the schemas the plug-ins registered.
+    store_schemas()
     _run()
 
 

@@ -8,7 +8,7 @@ any instant leaves the last complete checkpoint loadable, and it is read with
 ``torch.load(weights_only=True)``: loading a checkpoint never executes code.
 
 Client-side state is not in it: in simulation the clients keep none between rounds,
-except FedHyper-CL's carried multiplier (``strategy.cl_carry``), which lives in each
+except FedHyper-CL's carried multiplier (``client.rule.carry``), which lives in each
 SuperNode's context and restarts at 1 in a resumed run.
 """
 

@@ -79,6 +79,27 @@ class ModelConfig:
 
 
 @dataclass
+class ClientRuleConfig:
+    """The client rule that moves the local learning rate during local training.
+
+    A client rule registers a subclass with its own settings as the schema of its
+    ``conf/client_rule/<name>.yaml`` (:mod:`fedhyper.client_rules`).
+
+    Attributes
+    ----------
+    name : str
+        The rule; ``constant`` keeps the LR the server sent.
+
+    """
+
+    name: str = "constant"
+
+    def keeps_node_state(self) -> bool:
+        """Whether the rule carries state on each client from one round to the next."""
+        return False
+
+
+@dataclass
 class ClientConfig:
     """Local training on each client.
 
@@ -100,6 +121,8 @@ class ClientConfig:
         Cap on local steps per round; 0 means no cap.
     device : str
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    rule : ClientRuleConfig
+        The client rule (``client_rule=<name>`` chooses it) and its settings.
 
     """
 
@@ -111,16 +134,21 @@ class ClientConfig:
     batch_size: int = 64
     max_steps: int = 0
     device: str = "auto"
+    rule: ClientRuleConfig = field(default_factory=ClientRuleConfig)
 
 
 @dataclass
 class StrategyConfig:
-    """The server strategy and its learning-rate rule.
+    """The settings every method shares; each method's own extend it.
+
+    A method registers a subclass of this dataclass as the schema of its
+    ``conf/strategy/<name>.yaml`` (:mod:`fedhyper.methods`); Hydra types the
+    ``strategy`` node with the subclass the chosen method registered.
 
     Attributes
     ----------
     name : str
-        Strategy name; see :data:`fedhyper.compose.STRATEGY_NAMES`.
+        The method; see :func:`fedhyper.methods.method_names`.
     clients_per_round : int
         Clients sampled for training each round.
     evaluate_clients_per_round : int
@@ -129,42 +157,11 @@ class StrategyConfig:
         Weight the aggregate by ``num-examples`` (Flower) rather than the plain mean
         (the reference code).
     global_lr : float
-        Initial global learning rate α_0 (FedHyper-GM and full: the long-run step its
-        initial accumulator gives, :func:`fedhyper.rules.accumulator_for_global_lr`).
-    hyper_lr : float
-        Hyper learning rate β_g of the global rule.
-    global_lr_min : float
-        Lower clip bound of α.
-    global_lr_max : float
-        Upper clip bound of α.
-    acc_min, acc_max : float
-        Clip bounds of the accumulator of FedHyper-GM and of the universal wrapper
-        (reference: [-0.2, 4]).
-    local_acc_min, local_acc_max : float
-        Clip bounds of FedHyper-SL's accumulator; [-0.9, 9] lets η_0 (1 + acc) reach the
-        whole LR range without winding up.
-    local_lr_min_factor, local_lr_max_factor : float
-        Bounds of the client LR as multiples of η_0, for SL and CL (reference: 0.1, 10).
-    normalised : bool
-        Use β · cos(Δ_t, Δ_{t-1}) instead of the raw inner product (off in the reference).
-    server_lr : float
-        Server step size η of FedAvgM, FedAdam, FedYogi and FedAdagrad.
-    server_momentum : float
-        Momentum of FedAvgM and FedHyper-GM (0.9).
-    beta_1, beta_2, tau : float
-        Moments and adaptivity of FedAdam, FedYogi and FedAdagrad.
-    decay : float
-        Per-round factor of Decay-G and Decay-SL (0.995).
-    fedexp_eps : float
-        ε of FedExP's step size (1e-3 for CIFAR-10, 0.1 for EMNIST in its code).
-    client_rule : str
-        ``constant`` or ``hypergradient`` (FedHyper-CL on the clients).
-    cl_coupling : float
-        CL's c times the clients per round (reference: 0.1, so c = 0.1 / M).
-    cl_skip_first_batch : bool
-        Leave the LR alone after the first step of each local epoch (reference: yes).
-    cl_carry : bool
-        Carry each client's LR multiplier into its next round (reference: reset).
+        Initial global learning rate α_0, the axis the robustness suite sweeps for every
+        arm: FedHyper-G's initial α, FedHyper-GM's initial accumulator
+        (:func:`fedhyper.rules.accumulator_for_global_lr`), Decay-G's α_0; methods without
+        a global learning rate leave it unread (``conf/arm/fedavg.yaml`` passes it to
+        FedAvgM's ``server_lr``).
 
     """
 
@@ -173,27 +170,6 @@ class StrategyConfig:
     evaluate_clients_per_round: int = 10
     weighted: bool = True
     global_lr: float = 1.0
-    hyper_lr: float = 1.0
-    global_lr_min: float = 0.2
-    global_lr_max: float = 5.0
-    acc_min: float = -0.2
-    acc_max: float = 4.0
-    local_acc_min: float = -0.9
-    local_acc_max: float = 9.0
-    local_lr_min_factor: float = 0.1
-    local_lr_max_factor: float = 10.0
-    normalised: bool = False
-    server_lr: float = 1.0
-    server_momentum: float = 0.9
-    beta_1: float = 0.9
-    beta_2: float = 0.99
-    tau: float = 1e-3
-    decay: float = 0.995
-    fedexp_eps: float = 1e-3
-    client_rule: str = "constant"
-    cl_coupling: float = 0.1
-    cl_skip_first_batch: bool = True
-    cl_carry: bool = False
 
 
 @dataclass

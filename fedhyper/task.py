@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from fedhyper.client_rules import Scalar, rule_settings
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.federated import ClientData, client_data
 
@@ -29,6 +30,9 @@ so that the same seed picks the same clients whatever node ids a run was given."
 ATTEMPT_KEY = "attempt"
 """Training-config key: 0 for a round's first try, 1, 2, ... for its retries."""
 
+RULE_SETTING_PREFIX = "client_rule."
+"""Prefix of the training-config keys that carry the client rule's settings."""
+
 
 @dataclass(frozen=True)
 class ClientTask:
@@ -36,6 +40,7 @@ class ClientTask:
 
     ``data_dir`` and ``cache_dir`` are empty strings when the client should use its own
     defaults (a SuperNode's node-config may name its local directory instead).
+    ``client_rule_settings`` travel as ``client_rule.<setting>`` keys.
     """
 
     dataset: str
@@ -57,12 +62,9 @@ class ClientTask:
     batch_size: int
     max_steps: int
     device: str
+    clients_per_round: int
     client_rule: str
-    cl_coupling: float
-    cl_skip_first_batch: bool
-    cl_carry: bool
-    lr_min_factor: float
-    lr_max_factor: float
+    client_rule_settings: dict[str, Scalar]
 
     @classmethod
     def from_experiment(cls, config: ExperimentConfig) -> ClientTask:
@@ -80,7 +82,6 @@ class ClientTask:
 
         """
         dataset, partition, client = config.dataset, config.partition, config.client
-        strategy = config.strategy
         return cls(
             dataset=dataset.name,
             data_dir=dataset.data_dir or "",
@@ -101,18 +102,16 @@ class ClientTask:
             batch_size=client.batch_size,
             max_steps=client.max_steps,
             device=client.device,
-            client_rule=strategy.client_rule,
-            # The reference's c = 0.1 / (clients sampled this round).
-            cl_coupling=strategy.cl_coupling / strategy.clients_per_round,
-            cl_skip_first_batch=strategy.cl_skip_first_batch,
-            cl_carry=strategy.cl_carry,
-            lr_min_factor=strategy.local_lr_min_factor,
-            lr_max_factor=strategy.local_lr_max_factor,
+            clients_per_round=config.strategy.clients_per_round,
+            client_rule=client.rule.name,
+            client_rule_settings=rule_settings(client.rule),
         )
 
     def to_mapping(self) -> dict[str, Any]:
         """Flatten to scalar values, as a Flower ``ConfigRecord`` accepts them."""
-        return asdict(self)
+        values = asdict(self)
+        settings = values.pop("client_rule_settings")
+        return values | {RULE_SETTING_PREFIX + key: value for key, value in settings.items()}
 
     def partition(self, partition_id: int, data_dir: str | None = None) -> ClientData:
         """Load one client's share of the partitioned dataset this task describes.
@@ -159,4 +158,10 @@ class ClientTask:
             The task; per-round overrides such as a scheduled ``lr`` are included.
 
         """
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        settings = {
+            key.removeprefix(RULE_SETTING_PREFIX): value
+            for key, value in values.items()
+            if key.startswith(RULE_SETTING_PREFIX)
+        }
+        scalars = {f.name: values[f.name] for f in fields(cls) if f.name != "client_rule_settings"}
+        return cls(**scalars, client_rule_settings=settings)

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import math
 
+from fedhyper.checks import at_least as _at_least
+from fedhyper.checks import in_range as _in_range
+from fedhyper.checks import one_of as _one_of
+from fedhyper.checks import positive as _positive
+from fedhyper.client_rules import CLIENT_RULES
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.registry import DATASETS
 from fedhyper.errors import ConfigError
 from fedhyper.faults import POISON_KINDS
+from fedhyper.methods import METHODS
 from fedhyper.models import MODEL_NAMES
-
-RULE_STRATEGY_NAMES = (
-    "fedhyper_g",
-    "fedhyper_gm",
-    "fedhyper_sl",
-    "fedhyper_cl",
-    "fedhyper",
-    "decay_g",
-    "decay_sl",
-    "fedexp",
-)
-"""Strategies built on a :mod:`fedhyper.rules` server rule; they can drive FedHyper-CL."""
-
-STRATEGY_NAMES = (
-    "fedavg",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    *RULE_STRATEGY_NAMES,
-    "universal_fedadam",
-    "universal_fedavgm",
-    "universal_fedexp",
-)
-"""Every strategy the ServerApp can build (``strategies.factory`` covers each)."""
-
-CLIENT_RULES = ("constant", "hypergradient")
 
 PARTITION_KINDS = ("iid", "dirichlet", "pathological", "natural")
 OPTIMIZERS = ("sgd", "adam")
@@ -47,33 +26,6 @@ MODELS_FOR_DATASET = {
     "cifar10": ("cifar_cnn", "resnet18_gn"),
     "shakespeare": ("char_lstm",),
 }
-
-
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, value, ", ".join(allowed))
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(key, value, "a number > 0")
-
-
-def _at_least(key: str, value: float, low: float) -> None:
-    if not value >= low:
-        raise ConfigError(key, value, f"a number >= {low:g}")
-
-
-def _ordered(low_key: str, low: float, high_key: str, high: float) -> None:
-    if low > high:
-        raise ConfigError(high_key, high, f"a number >= {low_key} ({low:g})")
-
-
-def _in_range(key: str, value: float, low: float, high: float, *, closed_high: bool) -> None:
-    upper_ok = value <= high if closed_high else value < high
-    if not (low <= value and upper_ok):
-        bracket = "]" if closed_high else ")"
-        raise ConfigError(key, value, f"a number in [{low:g}, {high:g}{bracket}")
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -133,7 +85,6 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("client.max_steps", client.max_steps, 0)
     _one_of("client.device", client.device, DEVICES)
 
-    _one_of("strategy.name", strategy.name, STRATEGY_NAMES)
     _in_range(
         "strategy.clients_per_round",
         strategy.clients_per_round,
@@ -154,52 +105,8 @@ def validate(config: ExperimentConfig) -> None:
             0.0,
             "a number in (0, 1) while strategy.evaluate_clients_per_round > 0",
         )
-    _positive("strategy.global_lr_min", strategy.global_lr_min)
-    _ordered(
-        "strategy.global_lr_min",
-        strategy.global_lr_min,
-        "strategy.global_lr_max",
-        strategy.global_lr_max,
-    )
-    _in_range(
-        "strategy.global_lr",
-        strategy.global_lr,
-        strategy.global_lr_min,
-        strategy.global_lr_max,
-        closed_high=True,
-    )
-    _at_least("strategy.hyper_lr", strategy.hyper_lr, 0.0)
-    _ordered("strategy.acc_min", strategy.acc_min, "strategy.acc_max", strategy.acc_max)
-    _ordered(
-        "strategy.local_acc_min",
-        strategy.local_acc_min,
-        "strategy.local_acc_max",
-        strategy.local_acc_max,
-    )
-    _in_range(
-        "strategy.local_lr_min_factor", strategy.local_lr_min_factor, 1e-12, 1.0, closed_high=True
-    )
-    _at_least("strategy.local_lr_max_factor", strategy.local_lr_max_factor, 1.0)
-    _positive("strategy.server_lr", strategy.server_lr)
-    for key in ("server_momentum", "beta_1", "beta_2"):
-        _in_range(f"strategy.{key}", getattr(strategy, key), 0.0, 1.0, closed_high=False)
-    if strategy.name in ("fedhyper_gm", "fedhyper"):
-        # GM starts its accumulator at (1 − μ)(α_0 − 1), which must lie within its bounds.
-        scale = 1.0 - strategy.server_momentum
-        _in_range(
-            "strategy.global_lr",
-            strategy.global_lr,
-            1.0 + strategy.acc_min / scale,
-            1.0 + strategy.acc_max / scale,
-            closed_high=True,
-        )
-    _positive("strategy.tau", strategy.tau)
-    _in_range("strategy.decay", strategy.decay, 1e-12, 1.0, closed_high=True)
-    _at_least("strategy.fedexp_eps", strategy.fedexp_eps, 0.0)
-    _one_of("strategy.client_rule", strategy.client_rule, CLIENT_RULES)
-    if strategy.client_rule == "hypergradient":
-        _one_of("strategy.name", strategy.name, RULE_STRATEGY_NAMES)
-    _at_least("strategy.cl_coupling", strategy.cl_coupling, 0.0)
+    _positive("strategy.global_lr", strategy.global_lr)
+    _check_method_and_client_rule(config)
 
     _one_of("simulation.backend", config.simulation.backend, BACKENDS)
     _positive("simulation.num_cpus_per_client", config.simulation.num_cpus_per_client)
@@ -228,3 +135,31 @@ def validate(config: ExperimentConfig) -> None:
     _one_of("faults.poison", faults.poison, POISON_KINDS)
     if not math.isfinite(faults.poison_scale):
         raise ConfigError("faults.poison_scale", faults.poison_scale, "a finite number")
+
+
+def _check_method_and_client_rule(config: ExperimentConfig) -> None:
+    """Check the method's and the client rule's own settings, and that they fit together."""
+    method = METHODS.get(config.strategy.name)
+    rule_settings = config.client.rule
+    rule = CLIENT_RULES.get(rule_settings.name)
+    # Hydra types each node by the chosen yaml; a renamed `name` would mismatch it.
+    for key, name, settings, expected in (
+        ("strategy.name", method.name, config.strategy, method.params),
+        ("client.rule.name", rule.name, rule_settings, rule.params),
+    ):
+        if type(settings) is not expected:
+            raise ConfigError(key, name, f"the name its yaml gives ({type(settings).__name__})")
+    method.check(config, config.strategy)
+    rule.check(rule_settings)
+    if method.client_rule is not None and rule.name != method.client_rule:
+        raise ConfigError(
+            "client_rule", rule.name, f"{method.client_rule} (strategy {method.name} needs it)"
+        )
+    if rule.needs_previous_delta and not method.sends_previous_delta:
+        senders = [m.name for m in METHODS if m.sends_previous_delta]
+        raise ConfigError(
+            "strategy.name",
+            method.name,
+            f"a method that sends the previous update, which client_rule={rule.name} "
+            f"reads: {', '.join(senders)}",
+        )

@@ -1,39 +1,23 @@
-"""Build the Flower strategy an experiment names."""
+"""Build the Flower strategy an experiment names, from the method registry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi, Strategy
+from flwr.serverapp.strategy import Strategy
 
-from fedhyper.config import ExperimentConfig
-from fedhyper.rules import (
-    DecayGlobal,
-    DecayLocal,
-    FedExP,
-    GlobalLR,
-    GlobalMomentumLR,
-    Plain,
-    ServerLocalLR,
-    ServerRule,
-    UniversalGlobalLR,
-    accumulator_for_global_lr,
-)
-from fedhyper.validation import RULE_STRATEGY_NAMES
-from strategies.delegating import AveragedBuffers, DelegatingStrategy
+from fedhyper.client_rules import CLIENT_RULES
+from fedhyper.config import ExperimentConfig, StrategyConfig
+from fedhyper.methods import method_of
+from fedhyper.rules import ServerRule
 from strategies.rule_strategy import RuleStrategy
-from strategies.universal import UniversalStrategy
 
 NUM_EXAMPLES_KEY = "num-examples"
 """Reply metric Flower weights the average by (the clients' training-set sizes)."""
 
 UNIFORM_WEIGHT_KEY = "uniform-weight"
 """Reply metric equal to 1 on every client: weighting by it gives the plain mean."""
-
-StrategyBuilder = Callable[[ExperimentConfig, Sequence[str]], Strategy]
-InnerBuilder = Callable[[ExperimentConfig, Sequence[str]], FedAvg | DelegatingStrategy]
-"""Builds a strategy that another can wrap."""
 
 
 def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
@@ -71,110 +55,45 @@ def weight_key(config: ExperimentConfig) -> str:
     return NUM_EXAMPLES_KEY if config.strategy.weighted else UNIFORM_WEIGHT_KEY
 
 
-def _fedavg(config: ExperimentConfig, keys: Sequence[str]) -> FedAvg:
-    return FedAvg(**sampling_kwargs(config))
-
-
-def _fedavgm(config: ExperimentConfig, keys: Sequence[str]) -> AveragedBuffers:
-    strategy = config.strategy
-    fedavgm = FedAvgM(
-        server_learning_rate=strategy.server_lr,
-        server_momentum=strategy.server_momentum,
-        **sampling_kwargs(config),
-    )
-    return AveragedBuffers(fedavgm, keys)
-
-
-def _fedopt(kind: type[FedAdam | FedYogi | FedAdagrad]) -> InnerBuilder:
-    def build(config: ExperimentConfig, keys: Sequence[str]) -> AveragedBuffers:
-        strategy = config.strategy
-        kwargs: dict[str, Any] = {"eta": strategy.server_lr, "eta_l": config.client.lr}
-        kwargs["tau"] = strategy.tau
-        if kind is not FedAdagrad:
-            kwargs |= {"beta_1": strategy.beta_1, "beta_2": strategy.beta_2}
-        return AveragedBuffers(kind(**kwargs, **sampling_kwargs(config)), keys)
-
-    return build
-
-
-def server_rule(config: ExperimentConfig, name: str) -> ServerRule:
-    """Build the pure server rule of a rule-based strategy.
+def server_rule(config: ExperimentConfig) -> ServerRule:
+    """Build the pure server rule of a method that steps by one.
 
     Parameters
     ----------
     config : ExperimentConfig
-        The experiment, whose ``strategy`` section holds the rule's settings.
-    name : str
-        One of ``RULE_STRATEGY_NAMES``.
+        The experiment; its method must register a ``server_rule``.
 
     Returns
     -------
     ServerRule
         A fresh rule with its initial state.
 
+    Raises
+    ------
+    ValueError
+        If the method does not step by a server rule.
+
     """
-    s = config.strategy
-    acc_bounds = (s.acc_min, s.acc_max)
-    rules: dict[str, Callable[[], ServerRule]] = {
-        "fedhyper_g": lambda: GlobalLR(
-            s.global_lr, s.hyper_lr, (s.global_lr_min, s.global_lr_max), s.normalised
-        ),
-        "fedhyper_gm": lambda: GlobalMomentumLR(
-            s.hyper_lr,
-            acc_bounds,
-            s.server_momentum,
-            s.normalised,
-            accumulator_for_global_lr(s.global_lr, s.server_momentum),
-        ),
-        "fedhyper_sl": lambda: ServerLocalLR(
-            config.client.lr,
-            s.hyper_lr,
-            (s.local_acc_min, s.local_acc_max),
-            (s.local_lr_min_factor, s.local_lr_max_factor),
-            s.normalised,
-        ),
-        "fedhyper_cl": Plain,
-        "decay_g": lambda: DecayGlobal(s.global_lr, s.decay),
-        "decay_sl": lambda: DecayLocal(config.client.lr, s.decay),
-        "fedexp": lambda: FedExP(s.fedexp_eps),
-    }
-    rules["fedhyper"] = rules["fedhyper_gm"]
-    return rules[name]()
+    method = method_of(config)
+    if method.server_rule is None:
+        raise ValueError(f"{method.name} does not step by a server rule")
+    return method.server_rule(config, config.strategy)
 
 
-def _rule_strategy(rule_name: str | None = None) -> InnerBuilder:
-    def build(config: ExperimentConfig, keys: Sequence[str]) -> FedAvg:
-        return RuleStrategy(
-            server_rule(config, rule_name or config.strategy.name),
-            keys,
-            send_previous_delta=config.strategy.client_rule == "hypergradient",
-            **sampling_kwargs(config),
-        )
+def rule_strategy(
+    config: ExperimentConfig, params: StrategyConfig, trainable_keys: Sequence[str]
+) -> RuleStrategy:
+    """Build FedAvg's sampling and averaging followed by the method's server rule.
 
-    return build
-
-
-def _universal(inner: InnerBuilder) -> StrategyBuilder:
-    def build(config: ExperimentConfig, keys: Sequence[str]) -> Strategy:
-        s = config.strategy
-        rule = UniversalGlobalLR(s.hyper_lr, (s.acc_min, s.acc_max), s.normalised)
-        return UniversalStrategy(inner(config, keys), rule, keys)
-
-    return build
-
-
-BUILDERS: dict[str, StrategyBuilder] = {
-    "fedavg": _fedavg,
-    "fedavgm": _fedavgm,
-    "fedadam": _fedopt(FedAdam),
-    "fedyogi": _fedopt(FedYogi),
-    "fedadagrad": _fedopt(FedAdagrad),
-    **dict.fromkeys(RULE_STRATEGY_NAMES, _rule_strategy()),
-    "universal_fedadam": _universal(_fedopt(FedAdam)),
-    "universal_fedavgm": _universal(_fedavgm),
-    "universal_fedexp": _universal(_rule_strategy("fedexp")),
-}
-"""One builder per name of :data:`fedhyper.validation.STRATEGY_NAMES`."""
+    The builder of every method that registers a ``server_rule``; ``Δ_{t−1}`` travels
+    to the clients when their rule needs it.
+    """
+    return RuleStrategy(
+        server_rule(config),
+        trainable_keys,
+        send_previous_delta=CLIENT_RULES.get(config.client.rule.name).needs_previous_delta,
+        **sampling_kwargs(config),
+    )
 
 
 def build_strategy(config: ExperimentConfig, trainable_keys: Sequence[str]) -> Strategy:
@@ -193,4 +112,7 @@ def build_strategy(config: ExperimentConfig, trainable_keys: Sequence[str]) -> S
         A Flower ``Strategy``.
 
     """
-    return BUILDERS[config.strategy.name](config, trainable_keys)
+    strategy = method_of(config).build(config, config.strategy, trainable_keys)
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"{config.strategy.name}'s builder returned {strategy!r}")
+    return strategy

@@ -515,10 +515,10 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
     if checkpoint is not None:
         arrays = _restore(checkpoint, strategy, model, run_dir)
         rows = checkpoint.history
-        if config.strategy.cl_carry:
+        if config.client.rule.keeps_node_state():
             LOGGER.warning(
-                "resuming with strategy.cl_carry: the clients' CL multipliers live on the "
-                "clients and restart at 1"
+                "resuming with client rule %s: its state lives on the clients and restarts",
+                config.client.rule.name,
             )
     run = _Run(
         grid=grid,

@@ -88,17 +88,29 @@ CASES = {
     "no natural clients": case("compose", "partition=natural", "partition.kind", "no natural"),
     "zero rounds": case("compose", "num_rounds=0", "num_rounds", ">= 1"),
     "accumulator bounds reversed": case(
-        "compose", "strategy.acc_min=5", "strategy.acc_max", ">= strategy.acc_min"
-    ),
-    "decay above 1": case("compose", "strategy.decay=1.5", "strategy.decay", "1]"),
-    "CL without a rule strategy": case(
         "compose",
-        ("strategy=fedavg", "strategy.client_rule=hypergradient"),
-        "strategy.name",
-        "fedhyper",
+        ("strategy=fedhyper_gm", "strategy.acc_min=5"),
+        "strategy.acc_max",
+        ">= strategy.acc_min",
     ),
-    "unknown client rule": case(
-        "compose", "strategy.client_rule=sometimes", "strategy.client_rule", "constant"
+    "decay above 1": case(
+        "compose", ("strategy=decay_g", "strategy.decay=1.5"), "strategy.decay", "1]"
+    ),
+    "key of another method": case(
+        "compose", "strategy.decay=0.9", "strategy.decay", "keys of GlobalLRParams"
+    ),
+    "CL without a rule strategy": case(
+        "compose", ("strategy=fedavg", "client_rule=hypergradient"), "strategy.name", "fedhyper"
+    ),
+    "CL method without CL": case(
+        "compose", ("strategy=fedhyper_cl", "client_rule=constant"), "client_rule", "hypergradient"
+    ),
+    "unknown client rule": case("compose", "client_rule=sometimes", "client_rule", "constant"),
+    "client rule setting out of range": case(
+        "compose",
+        ("strategy=fedhyper_cl", "client.rule.lr_max_factor=0.5"),
+        "client.rule.lr_max_factor",
+        ">= 1",
     ),
     "evaluation without validation rows": case(
         "compose",

@@ -29,7 +29,7 @@ from fedhyper.checkpoint import (
     save_checkpoint,
 )
 from fedhyper.compose import compose_config
-from fedhyper.validation import STRATEGY_NAMES
+from fedhyper.methods import method_names
 from strategies.factory import build_strategy
 from strategies.state import FLOWER_STATE, load_strategy_state, strategy_state
 from tests.test_strategies import KEYS, FixedNodes, model, reply
@@ -160,7 +160,7 @@ def _round(
     return new, {"metrics": dict(metrics or {}), "config": sent}
 
 
-@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize("name", method_names())
 def test_every_strategy_continues_identically_from_its_saved_state(
     name: str, tmp_path: Path
 ) -> None:

@@ -23,8 +23,8 @@ from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.faults import POISON_KINDS, Fault, FaultPlan
 from fedhyper.history import read_history
+from fedhyper.methods import method_names
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.validation import STRATEGY_NAMES
 from strategies.factory import build_strategy
 from strategies.runner import MODEL_FILE, RoundFailedError, discover_clients, required_replies
 from tests.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
@@ -168,9 +168,9 @@ def test_too_few_replies_stop_the_run_with_one_clear_line(tmp_path: Path) -> Non
     assert load_checkpoint(tmp_path).server_round == failing - 1
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", method_names())
 def test_poisoned_updates_never_reach_any_strategy(strategy: str, tmp_path: Path) -> None:
-    kind = POISON_KINDS[STRATEGY_NAMES.index(strategy) % len(POISON_KINDS)]
+    kind = POISON_KINDS[method_names().index(strategy) % len(POISON_KINDS)]
     cfg = config(
         f"strategy={strategy}",
         "num_rounds=2",

@@ -526,6 +526,9 @@ def test_client_lr_follows_rule_step_by_step() -> None:
         "counted_steps": 3.0,
     }
     assert stats == pytest.approx(expected, rel=1e-5, abs=1e-8)
+    report = {"x-mean": -0.045, "y-mean": -0.007125, "multiplier": 0.84458125}
+    assert ctrl.report() == pytest.approx(report, rel=1e-5)
+    assert ctrl.state_dict() == pytest.approx({"multiplier": 0.84458125}, rel=1e-6)
 
 
 def test_client_lr_skips_first_batch_of_each_epoch_without_touching_s_prev() -> None:
@@ -578,6 +581,14 @@ def test_client_lr_carried_multiplier_sets_initial_lr() -> None:
     # first step: gamma = 1 (no Delta, s_prev = 0); theta moved by the carried LR 0.2
     assert _sgd_step(theta, opt, ctrl, G) == pytest.approx(0.2)
     assert_tl([theta.detach()], [[-0.2, -0.4]])
+
+
+def test_client_lr_loaded_state_sets_the_lr_within_its_bounds() -> None:
+    _, opt, ctrl = _controller(0.1, None, coupling=0.5, bounds=(0.1, 10.0))
+    ctrl.load_state_dict({"multiplier": 3.0})
+    assert (ctrl.multiplier, opt.param_groups[0]["lr"]) == (3.0, pytest.approx(0.3))
+    ctrl.load_state_dict({"multiplier": 50.0})  # clipped to the upper bound 10
+    assert (ctrl.multiplier, opt.param_groups[0]["lr"]) == (10.0, pytest.approx(1.0))
 
 
 def test_client_lr_rejects_mismatched_global_delta() -> None:

@@ -8,7 +8,7 @@ agreement) and with the previous local step (local agreement).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -192,6 +192,24 @@ class HypergradientLocalLR:
         self._lr_sum += lr
         self._lr_min = min(self._lr_min, lr)
         self._lr_max = max(self._lr_max, lr)
+
+    def report(self) -> dict[str, float]:
+        r"""Return the means of :math:`x` and :math:`y` and the final :math:`\beta`."""
+        stats = self.stats()
+        return {
+            "x-mean": stats["x_mean"],
+            "y-mean": stats["y_mean"],
+            "multiplier": stats["multiplier"],
+        }
+
+    def state_dict(self) -> dict[str, float]:
+        r"""Return :math:`\beta`, which a client may carry into its next round."""
+        return {"multiplier": self._beta}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        r"""Start from a carried :math:`\beta` (clipped to the bounds) and set the LR to match."""
+        self._beta = clip(float(state["multiplier"]), self.bounds)
+        self._set_lr()
 
     def stats(self) -> dict[str, float]:
         r"""Summarise the round so far.

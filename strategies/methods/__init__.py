@@ -1,0 +1,1 @@
+"""Federated methods: every module here registers some with :mod:`fedhyper.methods`."""
