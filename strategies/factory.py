@@ -21,15 +21,10 @@ from fedhyper.rules import (
     accumulator_for_global_lr,
 )
 from fedhyper.validation import RULE_STRATEGY_NAMES
+from fedhyper.wire import ARRAYS_RECORD, CONFIG_RECORD, NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY
 from strategies.delegating import AveragedBuffers, DelegatingStrategy
 from strategies.rule_strategy import RuleStrategy
 from strategies.universal import UniversalStrategy
-
-NUM_EXAMPLES_KEY = "num-examples"
-"""Reply metric Flower weights the average by (the clients' training-set sizes)."""
-
-UNIFORM_WEIGHT_KEY = "uniform-weight"
-"""Reply metric equal to 1 on every client: weighting by it gives the plain mean."""
 
 StrategyBuilder = Callable[[ExperimentConfig, Sequence[str]], Strategy]
 InnerBuilder = Callable[[ExperimentConfig, Sequence[str]], FedAvg | DelegatingStrategy]
@@ -59,10 +54,12 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
         "min_train_nodes": train,
         "min_evaluate_nodes": evaluate,
         # The runner waits for the federation and offers the strategy exactly the nodes
-        # it sampled (strategies.runner.SampledGrid): a minimum above that would wait
+        # it sampled (strategies.federation.SampledGrid): a minimum above that would wait
         # forever.
         "min_available_nodes": 0,
         "weighted_by_key": weight_key(config),
+        "arrayrecord_key": ARRAYS_RECORD,
+        "configrecord_key": CONFIG_RECORD,
     }
 
 
