@@ -92,6 +92,7 @@ LR_STAT_KEYS = {
     "lr_min": "lr-min",
     "lr_max": "lr-max",
 }
+"""The reply metric of each learning-rate statistic of a :class:`TrainReport`."""
 EVAL_LOSS_KEY = "eval-loss"
 EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"

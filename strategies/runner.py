@@ -46,15 +46,8 @@ MODEL_FILE = "model.pt"
 def default_callbacks() -> list[RoundCallback]:
     """Return fresh instances of the callbacks a run uses unless told otherwise.
 
-    Returns
-    -------
-    list of RoundCallback
-        In order: :class:`~strategies.evaluation.CentralEvaluation` and the recording
-        callbacks :class:`~strategies.recording.RoundTimer`, ``HistoryFile``,
-        ``WandbTracking``, ``ProgressDisplay`` and ``Checkpoints``. A callback that adds
-        figures belongs before ``RoundTimer`` (its time counts) or at least before
-        ``HistoryFile`` (its figures are written).
-
+    A callback that adds figures belongs before ``RoundTimer`` (its time counts) or at
+    least before ``HistoryFile`` (its figures are written).
     """
     return [
         CentralEvaluation(),
