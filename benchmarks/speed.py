@@ -60,8 +60,8 @@ from fedhyper.history import HISTORY_FILE, read_history
 from fedhyper.models import trainable_float_keys
 from fedhyper.rules import Plain, ServerRule
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.task import PARTITION_ID_KEY, ClientTask
 from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
+from fedhyper.wire import PARTITION_ID_KEY, ClientTask
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
 
@@ -258,7 +258,11 @@ def floor(config: ExperimentConfig) -> dict[str, Any]:
         for partition in sampled:
             client_model.load_state_dict(global_state)
             optimizer = make_optimizer(
-                task.optimizer, client_model.parameters(), task.lr, task.momentum, task.weight_decay
+                task.optimizer,
+                client_model.parameters(),
+                config.client.lr,
+                task.momentum,
+                task.weight_decay,
             )
             # The ClientApp's shuffle: seeded by (seed, partition, round).
             generator = torch.Generator().manual_seed(hash((task.seed, partition, server_round)))

@@ -20,7 +20,6 @@ A node needs ``partition-id`` or ``data-dir``.
 
 from __future__ import annotations
 
-import statistics
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,12 +35,24 @@ from fedhyper.data.federated import ClientData, client_data
 from fedhyper.data.registry import DATASETS, get_spec
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.task import ARRAYS_KEY, PARTITION_ID_KEY, PREVIOUS_DELTA_KEY, ClientTask
 from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    PARTITION_ID_KEY,
+    PREVIOUS_DELTA_RECORD,
+    ClientTask,
+    EvaluateInstruction,
+    EvaluateReport,
+    NodeInfo,
+    TrainInstruction,
+    TrainReport,
+)
 
 NUM_PARTITIONS_KEY = "num-partitions"
 DATA_DIR_KEY = "data-dir"
-RULE_STATE_KEY = "client-rule"
+RULE_STATE_KEY = "client-rule-state"
 """Node state record holding what the client rule keeps for the client's next round."""
 
 app = ClientApp()
@@ -138,51 +149,51 @@ def _shuffle_identity(context: Context) -> int:
 def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Module, torch.device]:
     device = pick_device(task.device)
     model = _model(task.model, task.dataset, task.hidden_size, str(device))
-    model.load_state_dict(message.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    model.load_state_dict(message.content.array_records[ARRAYS_RECORD].to_torch_state_dict())
     return model, device
 
 
 def _client_rule(
     message: Message,
     context: Context,
-    task: ClientTask,
+    instruction: TrainInstruction,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
 ) -> ClientRule:
     """Build this round's client rule, fed Δ_{t−1} when the server sent it."""
     parameters = dict(model.named_parameters())
     keys = trainable_float_keys(model)
-    previous = message.content.array_records.get(PREVIOUS_DELTA_KEY)
+    previous = message.content.array_records.get(PREVIOUS_DELTA_RECORD)
     saved = context.state.config_records.get(RULE_STATE_KEY)
     inputs = RuleInputs(
         parameters=[parameters[key] for key in keys],
         optimizer=optimizer,
-        base_lr=task.lr,
+        base_lr=instruction.lr,
         previous_delta=(
             None if previous is None else [torch.from_numpy(previous[key].numpy()) for key in keys]
         ),
-        clients_per_round=task.clients_per_round,
+        clients_per_round=instruction.task.clients_per_round,
         saved_state={} if saved is None else {key: _number(v) for key, v in saved.items()},
     )
-    settings = read_settings(task.client_rule, task.client_rule_settings)
-    return CLIENT_RULES.get(task.client_rule).build(settings, inputs)
+    settings = read_settings(instruction.client_rule, instruction.client_rule_settings)
+    return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this client's data with the LR the server set."""
-    task = ClientTask.from_mapping(message.content.config_records["config"])
-    server_round = _integer(message.content.config_records["config"]["server-round"])
+    instruction = TrainInstruction.from_record(message.content.config_records[CONFIG_RECORD])
+    task = instruction.task
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
     optimizer = make_optimizer(
-        task.optimizer, model.parameters(), task.lr, task.momentum, task.weight_decay
+        task.optimizer, model.parameters(), instruction.lr, task.momentum, task.weight_decay
     )
     # A distinct, reproducible shuffle per (seed, client, round).
     generator = torch.Generator().manual_seed(
-        hash((task.seed, _shuffle_identity(context), server_round))
+        hash((task.seed, _shuffle_identity(context), instruction.server_round))
     )
-    rule = _client_rule(message, context, task, model, optimizer)
+    rule = _client_rule(message, context, instruction, model, optimizer)
     result = train_local(
         model,
         TensorBatches(data.train, task.batch_size, generator),
@@ -192,51 +203,37 @@ def train(message: Message, context: Context) -> Message:
         max_steps=task.max_steps,
         controller=rule,
     )
-    lrs = result.lrs
-    metrics = MetricRecord(
-        {
-            "train-loss": result.mean_loss,
-            "num-examples": len(data.train),
-            "uniform-weight": 1,
-            "steps": result.steps,
-            "lr-first": lrs[0],
-            "lr-last": lrs[-1],
-            "lr-mean": statistics.fmean(lrs),
-            "lr-min": min(lrs),
-            "lr-max": max(lrs),
-        }
-    )
-    for key, value in rule.report().items():
-        metrics[f"{task.client_rule}-{key}"] = value
     state = rule.state_dict()
     if state:
         context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))
-    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), "metrics": metrics})
-    return inject_fault(message, _shuffle_identity(context), Message(content, reply_to=message))
+    report = TrainReport.from_lrs(len(data.train), result.mean_loss, result.lrs, rule.report())
+    content = RecordDict(
+        {
+            ARRAYS_RECORD: ArrayRecord(model.state_dict()),
+            METRICS_RECORD: MetricRecord(report.to_record()),
+        }
+    )
+    reply = Message(content, reply_to=message)
+    return inject_fault(instruction, _shuffle_identity(context), reply)
 
 
 @app.evaluate()
 def evaluate_global(message: Message, context: Context) -> Message:
     """Evaluate the received global model on this client's validation split."""
-    task = ClientTask.from_mapping(message.content.config_records["config"])
+    task = EvaluateInstruction.from_record(message.content.config_records[CONFIG_RECORD]).task
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
     result = evaluate(model, data.validation, device=device)
-    metrics = MetricRecord(
-        {
-            "eval-loss": result.loss,
-            "eval-accuracy": result.accuracy,
-            "num-examples": result.num_examples,
-            "uniform-weight": 1,
-        }
-    )
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
+    report = EvaluateReport(result.loss, result.accuracy, result.num_examples)
+    metrics = MetricRecord(report.to_record())
+    return Message(content=RecordDict({METRICS_RECORD: metrics}), reply_to=message)
 
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
     """Tell the server which partition this node serves: it samples clients by partition."""
-    metrics = MetricRecord()
-    if PARTITION_ID_KEY in context.node_config:
-        metrics[PARTITION_ID_KEY] = _integer(context.node_config[PARTITION_ID_KEY])
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
+    partition = context.node_config.get(PARTITION_ID_KEY)
+    info = NodeInfo(None if partition is None else _integer(partition))
+    return Message(
+        content=RecordDict({METRICS_RECORD: MetricRecord(info.to_record())}), reply_to=message
+    )

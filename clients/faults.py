@@ -6,19 +6,19 @@ import time
 
 from flwr.app import ArrayRecord, Message
 
-from fedhyper.faults import Fault, FaultPlan, InjectedFaultError, poison_state
-from fedhyper.task import ARRAYS_KEY, ATTEMPT_KEY
+from fedhyper.faults import Fault, InjectedFaultError, poison_state
+from fedhyper.wire import ARRAYS_RECORD, TrainInstruction
 
 __all__ = ["inject_fault"]
 
 
-def inject_fault(message: Message, client_id: int, reply: Message) -> Message:
+def inject_fault(instruction: TrainInstruction, client_id: int, reply: Message) -> Message:
     """Crash, delay or poison ``reply`` if this client drew that fault, else pass it on.
 
     Parameters
     ----------
-    message : Message
-        The training message, whose config carries the fault plan, round and attempt.
+    instruction : TrainInstruction
+        The round's instruction: the fault plan, round and attempt.
     client_id : int
         The client's partition id (it seeds the client's draw).
     reply : Message
@@ -35,20 +35,16 @@ def inject_fault(message: Message, client_id: int, reply: Message) -> Message:
         For a ``crash`` fault.
 
     """
-    config = message.content.config_records["config"]
-    plan = FaultPlan.from_mapping(config)
+    plan = instruction.faults
     if plan is None:
         return reply
-    server_round, attempt = config["server-round"], config.get(ATTEMPT_KEY, 0)
-    if not isinstance(server_round, int) or not isinstance(attempt, int):
-        raise TypeError(f"round and attempt must be integers, got {server_round!r}, {attempt!r}")
-    fault = plan.draw(client_id, server_round, attempt)
+    fault = plan.draw(client_id, instruction.server_round, instruction.attempt)
     if fault is Fault.CRASH:
         raise InjectedFaultError(f"injected crash (faults.crash_probability={plan.crash:g})")
     if fault is Fault.DELAY:
         time.sleep(plan.delay_s)
     elif fault is Fault.POISON:
-        honest = reply.content.array_records[ARRAYS_KEY].to_torch_state_dict()
+        honest = reply.content.array_records[ARRAYS_RECORD].to_torch_state_dict()
         poisoned = poison_state(honest, plan.poison_kind, plan.poison_scale)
-        reply.content[ARRAYS_KEY] = ArrayRecord(poisoned)
+        reply.content[ARRAYS_RECORD] = ArrayRecord(poisoned)
     return reply

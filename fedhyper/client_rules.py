@@ -5,13 +5,13 @@ A client rule is a name, the dataclass of its settings (the schema of its
 :class:`ClientRule` and the check of its settings. Rules register from the modules of
 ``clients/rules/`` (imported on the first lookup) or from a module named in
 ``$FEDHYPER_PLUGINS``. Their settings reach the clients as a flat mapping of scalars
-(:func:`rule_settings`), so a SuperNode needs no copy of the configuration files.
+(:func:`fedhyper.wire.rule_settings`), so a SuperNode needs no copy of the configuration files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import torch
@@ -20,11 +20,9 @@ from torch import Tensor
 from fedhyper.config import ClientRuleConfig
 from fedhyper.registry import Registry
 from fedhyper.training import StepController
+from fedhyper.wire import Scalar
 
 S = TypeVar("S", bound=ClientRuleConfig)
-
-Scalar = bool | int | float | str
-"""A value a Flower ``ConfigRecord`` carries."""
 
 
 class ClientRule(StepController, Protocol):
@@ -118,14 +116,7 @@ def register_client_rule(spec: ClientRuleSpec[S]) -> ClientRuleSpec[S]:
     return CLIENT_RULES.register(spec.name, spec)
 
 
-def rule_settings(settings: ClientRuleConfig) -> dict[str, Scalar]:
-    """Flatten a rule's settings, without its name, for the training message."""
-    values = asdict(settings)
-    del values["name"]
-    return values
-
-
 def read_settings(name: str, settings: Mapping[str, Scalar]) -> ClientRuleConfig:
-    """Rebuild a rule's settings from :func:`rule_settings` on the client."""
+    """Rebuild a rule's settings from :func:`fedhyper.wire.rule_settings` on the client."""
     settings_type: type[ClientRuleConfig] = CLIENT_RULES.get(name).params
     return settings_type(name=name, **settings)

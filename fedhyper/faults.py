@@ -1,10 +1,10 @@
 """Seeded client faults for robustness tests: which client fails how, and poisoned weights.
 
-The server sends the :class:`FaultPlan` with every training task; each sampled client
-draws its own fault from a generator seeded by ``(seed, partition, round, attempt)``, so
-a run's faults are reproducible and do not depend on which worker process serves the
-client. Nothing here knows about Flower: ``clients/faults.py`` applies the faults to
-messages.
+The server sends the :class:`FaultPlan` with every training instruction
+(:mod:`fedhyper.wire`); each sampled client draws its own fault from a generator seeded
+by ``(seed, partition, round, attempt)``, so a run's faults are reproducible and do not
+depend on which worker process serves the client. Nothing here knows about Flower:
+``clients/faults.py`` applies the faults to messages.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ __all__ = ["POISON_KINDS", "Fault", "FaultPlan", "InjectedFaultError", "poison_s
 POISON_KINDS = ("nan", "inf", "scale", "shape", "dtype")
 """How a poisoned reply can be corrupted (``faults.poison``)."""
 
-_KEY_PREFIX = "fault-"
 # Distinguishes the fault generator from the other seeded streams of a run.
 _FAULT_STREAM = 0xFA17
 
@@ -83,18 +81,6 @@ class FaultPlan:
             # One second past the deadline: late whatever the message queueing adds.
             delay_s=config.simulation.round_timeout_s + 1.0,
         )
-
-    def to_mapping(self) -> dict[str, Any]:
-        """Flatten to ``fault-*`` scalars, to travel in the training ConfigRecord."""
-        return {f"{_KEY_PREFIX}{key}": value for key, value in vars(self).items()}
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> FaultPlan | None:
-        """Read a plan back from a received record; ``None`` if the server sent none."""
-        if f"{_KEY_PREFIX}seed" not in values:
-            return None
-        names = cls.__dataclass_fields__
-        return cls(**{name: values[f"{_KEY_PREFIX}{name}"] for name in names})
 
     @property
     def active(self) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,70 @@ from fedhyper.atomic import atomic_write_text
 
 HISTORY_FILE = "history.jsonl"
 SUMMARY_FILE = "summary.json"
+
+
+@dataclass(kw_only=True)
+class RoundRow:
+    """One round's figures: a line of ``history.jsonl``, its columns in this order.
+
+    The round fills in what it measures; callbacks fill in the rest (the centralised
+    ``accuracy`` and ``loss``, ``wall_s``) and may add columns of their own to ``extra``.
+
+    Attributes
+    ----------
+    round : int
+        The round, from 1.
+    accuracy, loss : float
+        The global model's on the centralised test set.
+    train_loss : float
+        The clients' mean training loss.
+    federated_accuracy, federated_loss : float
+        The global model's on the evaluating clients' validation splits (NaN when none
+        replied).
+    global_lr, hypergradient : float
+        The server rule's step (1 and 0 without one).
+    client_lr_mean, client_lr_min, client_lr_max : float
+        Over the accepted clients' per-step learning rates: mean of their means, min of
+        their minima, max of their maxima.
+    scheduled_client_lr : float
+        The learning rate the server set for the clients (NaN when it set none).
+    clients : int
+        Replies aggregated.
+    failures, timeouts, rejected, retries : int
+        Replies lost to errors or timeouts, replies rejected by screening, and retried
+        attempts, over the round's attempts.
+    wall_s : float
+        Wall time of the run when the round's figures were complete.
+    extra : dict
+        Further columns, written after these.
+
+    """
+
+    round: int
+    accuracy: float = math.nan
+    loss: float = math.nan
+    train_loss: float
+    federated_accuracy: float
+    federated_loss: float
+    global_lr: float
+    hypergradient: float
+    client_lr_mean: float
+    client_lr_min: float
+    client_lr_max: float
+    scheduled_client_lr: float
+    clients: int
+    failures: int
+    timeouts: int
+    rejected: int
+    retries: int
+    wall_s: float = math.nan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the columns in order, ``extra`` last."""
+        columns = {item.name: getattr(self, item.name) for item in fields(self)}
+        del columns["extra"]
+        return columns | self.extra
 
 
 class HistoryWriter:

@@ -20,7 +20,7 @@ from fedhyper.data.federated import test_data
 from fedhyper.data.registry import get_spec
 from fedhyper.data.source import mirror_file, resolve_data_dir
 from fedhyper.errors import ConfigError, one_line
-from fedhyper.task import ClientTask
+from fedhyper.wire import ClientTask
 
 __all__ = ["check_data", "check_run_dir"]
 

@@ -11,13 +11,8 @@ from fedhyper.client_rules import CLIENT_RULES
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.methods import method_of
 from fedhyper.rules import ServerRule
+from fedhyper.wire import ARRAYS_RECORD, CONFIG_RECORD, NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY
 from strategies.rule_strategy import RuleStrategy
-
-NUM_EXAMPLES_KEY = "num-examples"
-"""Reply metric Flower weights the average by (the clients' training-set sizes)."""
-
-UNIFORM_WEIGHT_KEY = "uniform-weight"
-"""Reply metric equal to 1 on every client: weighting by it gives the plain mean."""
 
 
 def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
@@ -43,10 +38,12 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
         "min_train_nodes": train,
         "min_evaluate_nodes": evaluate,
         # The runner waits for the federation and offers the strategy exactly the nodes
-        # it sampled (strategies.runner.SampledGrid): a minimum above that would wait
+        # it sampled (strategies.federation.SampledGrid): a minimum above that would wait
         # forever.
         "min_available_nodes": 0,
         "weighted_by_key": weight_key(config),
+        "arrayrecord_key": ARRAYS_RECORD,
+        "configrecord_key": CONFIG_RECORD,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedhyper.rules import FedExP, ServerRule
-from fedhyper.task import ARRAYS_KEY, PREVIOUS_DELTA_KEY
+from fedhyper.wire import ARRAYS_RECORD, PREVIOUS_DELTA_RECORD, ServerStep, TrainInstruction
 
 
 def trainable_delta(
@@ -51,8 +52,8 @@ class RuleStrategy(FedAvg):
     With ``Δ_t = average − w_t`` over the trainable floating-point parameters, the new
     global model is ``w_t + rule.step(Δ_t).update``; buffers (BatchNorm statistics,
     counters) take the plain average. When the rule schedules the clients' learning
-    rate, it is written into the training config as ``lr`` and is the LR clients train
-    with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}`` travels to the clients
+    rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``, the LR clients
+    train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}`` travels to the clients
     as a second ArrayRecord (FedHyper-CL).
 
     Parameters
@@ -90,12 +91,13 @@ class RuleStrategy(FedAvg):
         """Remember ``w_t``, set the LR clients must use and attach ``Δ_{t−1}``."""
         self._current = dict(arrays.to_torch_state_dict())
         if self.client_lr is not None:
-            config["lr"] = self.client_lr
+            instruction = TrainInstruction.from_record(config)
+            config = ConfigRecord(replace(instruction, lr=self.client_lr).to_record())
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.send_previous_delta and self.previous_delta is not None and messages:
             record = ArrayRecord(dict(zip(self.trainable_keys, self.previous_delta, strict=True)))
             # FedAvg shares one RecordDict between the round's messages.
-            messages[0].content[PREVIOUS_DELTA_KEY] = record
+            messages[0].content[PREVIOUS_DELTA_RECORD] = record
         return messages
 
     def aggregate_train(
@@ -122,10 +124,7 @@ class RuleStrategy(FedAvg):
         if self.send_previous_delta:
             self.previous_delta = delta
         metrics = metrics if metrics is not None else MetricRecord()
-        if scheduled_lr is not None:
-            metrics["scheduled-client-lr"] = scheduled_lr
-        metrics["global-lr"] = step.global_lr
-        metrics["hypergradient"] = step.hypergradient
+        metrics.update(ServerStep(step.global_lr, step.hypergradient, scheduled_lr).to_record())
         return ArrayRecord(new_state), metrics
 
     def _observe_clients(self, replies: list[Message], current: dict[str, torch.Tensor]) -> None:
@@ -135,7 +134,7 @@ class RuleStrategy(FedAvg):
             if reply.has_error():
                 continue
             weight = reply_weight(reply, self.weighted_by_key)
-            client_arrays = reply.content.array_records[ARRAYS_KEY]
+            client_arrays = reply.content.array_records[ARRAYS_RECORD]
             self.rule.add_client(
                 trainable_delta(client_arrays, current, self.trainable_keys), weight
             )

@@ -2,8 +2,9 @@
 
 The runner screens a round's replies once, for every strategy: a reply is aggregated only
 if its model has exactly the global model's keys, shapes and dtypes, every value is
-finite, its metrics are finite numbers with a positive aggregation weight, and its update
-is not absurdly larger than the round's others. Whatever a client sends, no NaN, no
+finite, its metrics are finite numbers forming a :class:`~fedhyper.wire.TrainReport`
+with a positive aggregation weight, and its update is not absurdly larger than the
+round's others. Whatever a client sends, no NaN, no
 overflow and no mis-shaped array reaches an aggregate, an inner product or a learning
 rate.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-from fedhyper.task import ARRAYS_KEY
+from fedhyper.wire import ARRAYS_RECORD, TrainReport, WireFormatError
 
 __all__ = ["ArraySpec", "Screened", "array_spec", "screen_replies"]
 
@@ -135,9 +136,9 @@ def _content_problem(
     """Return why a reply cannot be aggregated, or ``None`` if it can."""
     content = reply.content
     # Flower's averaging sums every ArrayRecord and weights by the first MetricRecord.
-    if list(content.array_records) != [ARRAYS_KEY] or len(content.metric_records) != 1:
+    if list(content.array_records) != [ARRAYS_RECORD] or len(content.metric_records) != 1:
         return "not exactly one model and one metrics record"
-    arrays = content.array_records[ARRAYS_KEY]
+    arrays = content.array_records[ARRAYS_RECORD]
     if set(arrays) != set(expected):
         missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
         return f"model keys differ (missing {missing[:3]}, unexpected {extra[:3]})"
@@ -158,6 +159,10 @@ def _content_problem(
     for key, value in metrics.items():
         if not isinstance(value, int | float) or not math.isfinite(value):
             return f"metric {key!r} is not a finite number ({value!r})"
+    try:
+        TrainReport.from_record(metrics)
+    except WireFormatError as error:
+        return str(error)
     weight = metrics.get(weight_key)
     if not isinstance(weight, int | float) or weight <= 0:
         return f"aggregation weight {weight_key!r} is missing or not > 0"
@@ -165,7 +170,7 @@ def _content_problem(
 
 
 def _update_norm(reply: Message, old: dict[str, np.ndarray]) -> float:
-    arrays = reply.content.array_records[ARRAYS_KEY]
+    arrays = reply.content.array_records[ARRAYS_RECORD]
     squares = (
         float(np.sum(np.square(arrays[key].numpy().astype(np.float64) - value)))
         for key, value in old.items()

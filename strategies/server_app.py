@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from fedhyper.checkpoint import resume_experiment
 from fedhyper.compose import CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
 from fedhyper.progress import show_progress_lines
+from strategies.callbacks import RoundCallback
 from strategies.runner import run_federation
 
 LOGGER = logging.getLogger("fedhyper")
@@ -54,7 +55,11 @@ def default_run_dir(config: ExperimentConfig, run_id: int) -> Path:
     return root / f"{now:%Y-%m-%d}" / name
 
 
-def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
+def build_server_app(
+    config: ExperimentConfig,
+    run_dir: Path,
+    callbacks: Sequence[RoundCallback] | None = None,
+) -> ServerApp:
     """Make a ServerApp that runs an already-resolved experiment (the Hydra path).
 
     Parameters
@@ -63,6 +68,9 @@ def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
         A validated experiment.
     run_dir : Path
         Where the run writes its outputs.
+    callbacks : sequence of RoundCallback or None
+        What to do around the rounds; ``None`` means
+        :func:`strategies.runner.default_callbacks`.
 
     Returns
     -------
@@ -74,7 +82,7 @@ def build_server_app(config: ExperimentConfig, run_dir: Path) -> ServerApp:
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_federation(grid, config, run_dir)
+        run_federation(grid, config, run_dir, callbacks)
 
     return server_app
 

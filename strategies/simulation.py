@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from flwr.simulation import run_simulation
@@ -9,10 +10,15 @@ from flwr.simulation import run_simulation
 from clients.client_app import app as client_app
 from fedhyper.config import ExperimentConfig
 from fedhyper.history import RunSummary
+from strategies.callbacks import RoundCallback
 from strategies.server_app import build_server_app
 
 
-def simulate(config: ExperimentConfig, run_dir: Path) -> RunSummary:
+def simulate(
+    config: ExperimentConfig,
+    run_dir: Path,
+    callbacks: Sequence[RoundCallback] | None = None,
+) -> RunSummary:
     """Simulate one experiment with one virtual SuperNode per client.
 
     Parameters
@@ -21,6 +27,9 @@ def simulate(config: ExperimentConfig, run_dir: Path) -> RunSummary:
         A validated experiment.
     run_dir : Path
         Where the run writes its outputs.
+    callbacks : sequence of RoundCallback or None
+        What to do around the rounds; ``None`` means
+        :func:`strategies.runner.default_callbacks`.
 
     Returns
     -------
@@ -35,7 +44,7 @@ def simulate(config: ExperimentConfig, run_dir: Path) -> RunSummary:
     """
     simulation = config.simulation
     run_simulation(
-        server_app=build_server_app(config, run_dir),
+        server_app=build_server_app(config, run_dir, callbacks),
         client_app=client_app,
         num_supernodes=config.partition.num_clients,
         backend_name=simulation.backend,

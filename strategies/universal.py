@@ -12,7 +12,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedhyper.rules import UniversalGlobalLR
-from fedhyper.task import ARRAYS_KEY
+from fedhyper.wire import ARRAYS_RECORD, ServerStep
 from strategies.delegating import DelegatingStrategy
 from strategies.rule_strategy import trainable_delta
 
@@ -68,14 +68,14 @@ class UniversalStrategy(DelegatingStrategy):
         step = self.rule.step(trainable_delta(averaged, current, self.trainable_keys))
         scale = step.global_lr
         for reply in valid:
-            client = dict(reply.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+            client = dict(reply.content.array_records[ARRAYS_RECORD].to_torch_state_dict())
             for key in self.trainable_keys:
                 client[key] = current[key] + scale * (client[key] - current[key])
-            reply.content[ARRAYS_KEY] = ArrayRecord(client)
+            reply.content[ARRAYS_RECORD] = ArrayRecord(client)
         arrays, metrics = super().aggregate_train(server_round, replies)
         metrics = metrics if metrics is not None else MetricRecord()
-        metrics["global-lr"] = scale
-        metrics["hypergradient"] = step.hypergradient
+        # Replaces the inner rule's global LR and hypergradient (FedExP's step size).
+        metrics.update(ServerStep(scale, step.hypergradient).to_record())
         return arrays, metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,15 @@ from clients.client_app import evaluate_global, query
 from clients.faults import inject_fault
 from fedhyper.config import ExperimentConfig
 from fedhyper.history import RunSummary
-from fedhyper.task import ARRAYS_KEY
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    PARTITION_ID_KEY,
+    TrainInstruction,
+    TrainReport,
+)
+from strategies.callbacks import RoundCallback
 from strategies.runner import run_federation
 
 
@@ -96,10 +104,14 @@ class InProcessGrid(Grid):
 
 
 def run_in_process(
-    config: ExperimentConfig, run_dir: Path, app: ClientApp = client_app
+    config: ExperimentConfig,
+    run_dir: Path,
+    app: ClientApp = client_app,
+    callbacks: Sequence[RoundCallback] | None = None,
 ) -> RunSummary:
     """Run an experiment on a fresh :class:`InProcessGrid`, as ``simulate`` would on Ray."""
-    return run_federation(InProcessGrid(config.partition.num_clients, app), config, run_dir)
+    grid = InProcessGrid(config.partition.num_clients, app)
+    return run_federation(grid, config, run_dir, callbacks)
 
 
 synthetic_app = ClientApp()
@@ -114,29 +126,25 @@ synthetic_app.evaluate()(evaluate_global)
 
 @synthetic_app.train()
 def _synthetic_train(message: Message, context: Context) -> Message:
-    config = message.content.config_records["config"]
-    partition, server_round = context.node_config["partition-id"], config["server-round"]
-    assert isinstance(partition, int) and isinstance(server_round, int)
-    generator = torch.Generator().manual_seed(1000 * server_round + partition)
-    state = message.content.array_records[ARRAYS_KEY].to_torch_state_dict()
+    instruction = TrainInstruction.from_record(message.content.config_records[CONFIG_RECORD])
+    partition = context.node_config[PARTITION_ID_KEY]
+    assert isinstance(partition, int)
+    generator = torch.Generator().manual_seed(1000 * instruction.server_round + partition)
+    state = message.content.array_records[ARRAYS_RECORD].to_torch_state_dict()
     stepped = {
         key: value + 0.01 * torch.randn(value.shape, generator=generator)
         if value.is_floating_point()
         else value
         for key, value in state.items()
     }
-    lr = config["lr"]
-    assert isinstance(lr, float)
-    metrics = MetricRecord(
+    report = TrainReport.from_lrs(10 + partition, 1.0, [instruction.lr])
+    content = RecordDict(
         {
-            "train-loss": 1.0,
-            "num-examples": 10 + partition,
-            "uniform-weight": 1,
-            **{key: lr for key in ("lr-first", "lr-last", "lr-mean", "lr-min", "lr-max")},
+            ARRAYS_RECORD: ArrayRecord(stepped),
+            METRICS_RECORD: MetricRecord(report.to_record()),
         }
     )
-    content = RecordDict({ARRAYS_KEY: ArrayRecord(stepped), "metrics": metrics})
-    return inject_fault(message, partition, Message(content, reply_to=message))
+    return inject_fault(instruction, partition, Message(content, reply_to=message))
 
 
 def comparable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from fedhyper.checkpoint import (
 )
 from fedhyper.compose import compose_config
 from fedhyper.methods import method_names
+from fedhyper.wire import TrainInstruction
 from strategies.factory import build_strategy
 from strategies.state import FLOWER_STATE, load_strategy_state, strategy_state
 from tests.test_strategies import KEYS, FixedNodes, model, reply
@@ -152,7 +153,7 @@ def _replies(server_round: int, current: ArrayRecord) -> list[Message]:
 def _round(
     strategy: Strategy, server_round: int, current: ArrayRecord
 ) -> tuple[ArrayRecord, dict[str, object]]:
-    config = ConfigRecord({"lr": 0.01})
+    config = ConfigRecord(TrainInstruction.from_experiment(compose_config([]), 1, 0).to_record())
     messages = list(strategy.configure_train(server_round, current, config, FixedNodes(2)))
     new, metrics = strategy.aggregate_train(server_round, _replies(server_round, current))
     assert new is not None

@@ -31,7 +31,7 @@ from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.history import read_history
-from fedhyper.task import PARTITION_ID_KEY, ClientTask
+from fedhyper.wire import PARTITION_ID_KEY, ClientTask
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "federation.sh"

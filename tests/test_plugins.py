@@ -22,7 +22,7 @@ from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError
 from fedhyper.methods import METHODS, baselines, method_names
 from fedhyper.registry import PLUGINS_ENV
-from fedhyper.task import ClientTask
+from fedhyper.wire import CLIENT_RULE_KEY, CLIENT_RULE_PREFIX, TrainInstruction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,14 +179,14 @@ def test_methods_needing_hypergradient_select_it() -> None:
         if method.client_rule is not None:
             config = compose_config([f"strategy={name}"])
             assert config.client.rule.name == method.client_rule
-            assert ClientTask.from_experiment(config).client_rule == method.client_rule
+            assert TrainInstruction.from_experiment(config, 1, 0).client_rule == method.client_rule
 
 
 def test_client_rule_settings_travel_as_flat_scalars() -> None:
     config = compose_config(["strategy=fedhyper_cl", "client.rule.coupling=0.3"])
-    mapping = ClientTask.from_experiment(config).to_mapping()
-    assert mapping["client_rule"] == config.client.rule.name
-    assert mapping["client_rule.coupling"] == 0.3
+    mapping = TrainInstruction.from_experiment(config, 1, 0).to_record()
+    assert mapping[CLIENT_RULE_KEY] == config.client.rule.name
+    assert mapping[CLIENT_RULE_PREFIX + "coupling"] == 0.3
     assert all(not isinstance(value, dict) for value in mapping.values())
 
 

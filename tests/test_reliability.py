@@ -25,8 +25,11 @@ from fedhyper.faults import POISON_KINDS, Fault, FaultPlan
 from fedhyper.history import read_history
 from fedhyper.methods import method_names
 from fedhyper.sampling import Purpose, sample_clients
+from fedhyper.wire import GLOBAL_LR_KEY, SCHEDULED_CLIENT_LR_KEY, TrainInstruction
 from strategies.factory import build_strategy
-from strategies.runner import MODEL_FILE, RoundFailedError, discover_clients, required_replies
+from strategies.federation import discover_clients
+from strategies.rounds import RoundFailedError, required_replies
+from strategies.runner import MODEL_FILE
 from tests.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
 from tests.test_strategies import FixedNodes, model, reply
 
@@ -233,8 +236,11 @@ def test_learning_rates_stay_in_bounds_whatever_the_inner_products(strategy: str
         [[huge, huge], [huge, huge], [-huge, -huge], [huge, -huge], [1e-30, 0.0]], start=1
     ):
         replies = [reply(model(delta), 1) for _ in range(2)]
-        built.configure_train(server_round, current, ConfigRecord(), FixedNodes(2))
+        instruction = TrainInstruction.from_experiment(cfg, server_round, 0)
+        built.configure_train(
+            server_round, current, ConfigRecord(instruction.to_record()), FixedNodes(2)
+        )
         _, metrics = built.aggregate_train(server_round, replies)
         assert metrics is not None
-        value = metrics["scheduled-client-lr" if BOUNDED[strategy] == "client" else "global-lr"]
+        value = metrics[SCHEDULED_CLIENT_LR_KEY if BOUNDED[strategy] == "client" else GLOBAL_LR_KEY]
         assert isinstance(value, float) and low <= value <= high, (server_round, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,15 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedhyper.compose import compose_config
 from fedhyper.faults import POISON_KINDS, Fault, FaultPlan, poison_state
 from fedhyper.sampling import Purpose, sample_clients
-from strategies.runner import required_replies
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    LR_STAT_KEYS,
+    METRICS_RECORD,
+    NUM_EXAMPLES_KEY,
+    TrainInstruction,
+    TrainReport,
+)
+from strategies.rounds import required_replies
 from strategies.screening import array_spec, screen_replies
 
 KEYS = ["w", "b"]
@@ -36,22 +45,27 @@ GLOBAL = ArrayRecord(state())
 SPEC = array_spec(GLOBAL)
 
 
+def report(examples: int = 10, loss: float = 0.5) -> TrainReport:
+    return TrainReport.from_lrs(examples, loss, [0.1, 0.2])
+
+
 def reply(
     arrays: dict[str, torch.Tensor] | ArrayRecord,
-    examples: float = 10,
+    examples: int = 10,
     loss: float = 0.5,
     extra_record: bool = False,
+    metrics: MetricRecord | None = None,
 ) -> Message:
     record = arrays if isinstance(arrays, ArrayRecord) else ArrayRecord(arrays)
-    metrics = MetricRecord({"num-examples": examples, "train-loss": loss})
-    content = RecordDict({"arrays": record, "metrics": metrics})
+    metrics = metrics or MetricRecord(report(examples, loss).to_record())
+    content = RecordDict({ARRAYS_RECORD: record, METRICS_RECORD: metrics})
     if extra_record:
         content["other"] = ArrayRecord(state())
     return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
 
 
 def screen(replies: list[Message], ratio: float = 100.0) -> tuple[list[Message], list[str]]:
-    screened = screen_replies(replies, SPEC, GLOBAL, KEYS, "num-examples", ratio)
+    screened = screen_replies(replies, SPEC, GLOBAL, KEYS, NUM_EXAMPLES_KEY, ratio)
     return screened.accepted, [reason for _, reason in screened.rejected]
 
 
@@ -84,6 +98,17 @@ def test_malformed_replies_are_rejected_with_a_reason(
     assert len(reasons) == 1 and reason in reasons[0]
 
 
+def test_replies_that_are_no_training_report_are_rejected() -> None:
+    renamed = {
+        ("learning-rate-mean" if key == LR_STAT_KEYS["lr_mean"] else key): value
+        for key, value in report().to_record().items()
+    }
+    replies = [reply(state(0.01 * i), metrics=MetricRecord(renamed)) for i in range(3)]
+    accepted, reasons = screen(replies)
+    assert not accepted
+    assert reasons == ["training reply lacks the key 'lr-mean'"] * 3
+
+
 def test_absurd_update_norms_are_rejected_even_among_two() -> None:
     # GLOBAL is all zeros: a model without a scale yet, so the round's median decides.
     scaled = reply(poison_state(state(0.01), "scale", 1e3))
@@ -99,17 +124,17 @@ def test_absurd_update_norms_are_rejected_even_among_two() -> None:
 def test_a_round_of_only_absurd_updates_is_measured_against_the_model() -> None:
     current = ArrayRecord(state(1.0))
     scaled = [reply(poison_state(state(1.0 + 0.01 * i), "scale", 1e3)) for i in range(3)]
-    screened = screen_replies(scaled, SPEC, current, KEYS, "num-examples", 100)
+    screened = screen_replies(scaled, SPEC, current, KEYS, NUM_EXAMPLES_KEY, 100)
     assert not screened.accepted
     assert all("x the model (" in reason for _, reason in screened.rejected)
     fine = [reply(state(1.0 + 0.01 * i)) for i in range(3)]
-    assert screen_replies(fine, SPEC, current, KEYS, "num-examples", 100).accepted == fine
+    assert screen_replies(fine, SPEC, current, KEYS, NUM_EXAMPLES_KEY, 100).accepted == fine
 
 
 def test_error_replies_are_failures_not_rejections() -> None:
     sent = honest(0)
     failed = Message(Error(code=2, reason="boom"), reply_to=sent)
-    screened = screen_replies([failed, honest(1)], SPEC, GLOBAL, KEYS, "num-examples", 100)
+    screened = screen_replies([failed, honest(1)], SPEC, GLOBAL, KEYS, NUM_EXAMPLES_KEY, 100)
     assert screened.failed == [failed] and len(screened.accepted) == 1 and not screened.rejected
 
 
@@ -136,11 +161,13 @@ def test_faults_are_seeded_per_client_round_and_attempt() -> None:
     assert FaultPlan(seed=3).draw(0, 1, 0) is Fault.NONE
 
 
-def test_fault_plan_travels_in_a_config_record() -> None:
+def test_fault_plan_travels_in_the_training_instruction() -> None:
     plan = FaultPlan(seed=1, crash=0.1, poison=0.2, poison_kind="scale", delay_s=4.0)
-    record = {**plan.to_mapping(), "server-round": 3, "lr": 0.1}
-    assert FaultPlan.from_mapping(record) == plan
-    assert FaultPlan.from_mapping({"lr": 0.1}) is None
+    instruction = TrainInstruction.from_experiment(compose_config([]), 3, 1)
+    with_plan = replace(instruction, faults=plan)
+    assert TrainInstruction.from_record(with_plan.to_record()).faults == plan
+    without = replace(instruction, faults=None)
+    assert TrainInstruction.from_record(without.to_record()).faults is None
 
 
 @pytest.mark.parametrize("kind", POISON_KINDS)

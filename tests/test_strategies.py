@@ -15,7 +15,14 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedhyper.compose import compose_config
 from fedhyper.methods import method_names
 from fedhyper.rules import FedExP, GlobalLR, GlobalMomentumLR, ServerLocalLR, UniversalGlobalLR
-from fedhyper.task import PREVIOUS_DELTA_KEY
+from fedhyper.wire import (
+    CONFIG_RECORD,
+    GLOBAL_LR_KEY,
+    HYPERGRADIENT_KEY,
+    PREVIOUS_DELTA_RECORD,
+    SCHEDULED_CLIENT_LR_KEY,
+    TrainInstruction,
+)
 from strategies.delegating import AveragedBuffers
 from strategies.factory import build_strategy, server_rule
 from strategies.rule_strategy import RuleStrategy
@@ -108,7 +115,7 @@ def test_fedhyper_g_two_rounds_by_hand() -> None:
         [reply(model([2.0, 1.0], 0.0, 5), 1), reply(model([4.0, 3.0], 4.0, 9), 3)],
     )
     np.testing.assert_allclose(weights(w1), [3.5, 2.5])
-    assert metrics["global-lr"] == 1.0
+    assert metrics[GLOBAL_LR_KEY] == 1.0
     # Buffers take the plain weighted average and keep their dtype: (0+12)/4, (5+27)/4.
     np.testing.assert_allclose(w1["bn.running_mean"].numpy(), [3.0])
     assert w1["bn.num_batches_tracked"].numpy().dtype == np.int64
@@ -117,8 +124,8 @@ def test_fedhyper_g_two_rounds_by_hand() -> None:
     w2, metrics, _ = run_round(
         strategy, 2, w1, [reply(model([4.5, 1.5]), 1), reply(model([4.5, 1.5]), 1)]
     )
-    assert metrics["global-lr"] == pytest.approx(2.0)
-    assert metrics["hypergradient"] == pytest.approx(1.0)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(2.0)
+    assert metrics[HYPERGRADIENT_KEY] == pytest.approx(1.0)
     np.testing.assert_allclose(weights(w2), [5.5, 0.5])
 
 
@@ -129,7 +136,7 @@ def test_sign_convention_opposing_updates_shrink_the_global_lr() -> None:
     )
     _, metrics, _ = run_round(strategy, 2, w1, [reply(model([0.5, 0.0]), 1) for _ in range(2)])
     # Δ_1 = [-0.5, 0] opposes Δ_0 = [1, 0]: α = 1 - 0.5.
-    assert metrics["global-lr"] == pytest.approx(0.5)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(0.5)
 
 
 def test_unweighted_mean_ignores_example_counts() -> None:
@@ -143,16 +150,23 @@ def test_unweighted_mean_ignores_example_counts() -> None:
 def test_fedhyper_sl_sends_the_scheduled_lr() -> None:
     rule = ServerLocalLR(initial_client_lr=0.01, hyper_lr=1.0)
     strategy = RuleStrategy(rule, KEYS, **SAMPLING)
-    messages = list(strategy.configure_train(1, model([0.0, 0.0]), ConfigRecord(), FixedNodes(2)))
-    assert messages[0].content["config"]["lr"] == 0.01
+    # The configured client LR (client.lr) differs: the scheduled one must replace it.
+    config = compose_config(["client.lr=0.5"])
+
+    def sent_lr(server_round: int, current: ArrayRecord) -> float:
+        instruction = TrainInstruction.from_experiment(config, server_round, 0)
+        record = ConfigRecord(instruction.to_record())
+        messages = list(strategy.configure_train(server_round, current, record, FixedNodes(2)))
+        return TrainInstruction.from_record(messages[0].content[CONFIG_RECORD]).lr
+
+    assert sent_lr(1, model([0.0, 0.0])) == 0.01
     strategy.aggregate_train(1, [reply(model([1.0, 0.0]), 1) for _ in range(2)])
     w1 = model([1.0, 0.0])
-    strategy.configure_train(2, w1, ConfigRecord(), FixedNodes(2))
+    sent_lr(2, w1)
     _, metrics = strategy.aggregate_train(2, [reply(model([1.5, 0.0]), 1) for _ in range(2)])
     # acc = <[0.5, 0], [1, 0]> = 0.5 -> η = 0.01 (1 + 0.5) for round 3.
-    messages = list(strategy.configure_train(3, w1, ConfigRecord(), FixedNodes(2)))
-    assert messages[0].content["config"]["lr"] == pytest.approx(0.015)
-    assert metrics is not None and metrics["scheduled-client-lr"] == 0.01
+    assert sent_lr(3, w1) == pytest.approx(0.015)
+    assert metrics is not None and metrics[SCHEDULED_CLIENT_LR_KEY] == 0.01
 
 
 def test_previous_delta_travels_unscaled_from_round_two() -> None:
@@ -160,11 +174,11 @@ def test_previous_delta_travels_unscaled_from_round_two() -> None:
     _, _, messages = run_round(
         strategy, 1, model([0.0, 0.0]), [reply(model([1.0, 3.0]), 1) for _ in range(2)]
     )
-    assert PREVIOUS_DELTA_KEY not in messages[0].content
+    assert PREVIOUS_DELTA_RECORD not in messages[0].content
     _, _, messages = run_round(
         strategy, 2, model([2.0, 6.0]), [reply(model([2.0, 6.0]), 1) for _ in range(2)]
     )
-    sent = messages[0].content.array_records[PREVIOUS_DELTA_KEY]
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
     assert list(sent.keys()) == KEYS
     np.testing.assert_allclose(sent["w"].numpy(), [1.0, 3.0])  # Δ_0, not α Δ_0
 
@@ -176,7 +190,7 @@ def test_fedexp_extrapolates_from_client_norms() -> None:
     )
     # Δ̄ = [0, 0.1]; Σ‖Δ_i‖² = 1 + 1.04 = 2.04; η = 2.04 / (2·2·(0.01 + 0.001)) = 46.3636...
     eta = 2.04 / (4 * 0.011)
-    assert metrics["global-lr"] == pytest.approx(eta)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(eta)
     np.testing.assert_allclose(weights(w1), [0.0, 0.1 * eta], rtol=1e-6)
 
 
@@ -218,11 +232,11 @@ def test_universal_scales_the_update_before_the_inner_optimiser() -> None:
     w1, metrics, _ = run_round(
         strategy, 1, model([0.0, 0.0]), [reply(model([1.0, 0.0]), 1) for _ in range(2)]
     )
-    assert metrics["global-lr"] == 1.0
+    assert metrics[GLOBAL_LR_KEY] == 1.0
     np.testing.assert_allclose(weights(w1), [1.0, 0.0])
     # <Δ_1, Δ_0> = 0.5 -> scale 1.5; FedAvg then adds 1.5 Δ_1.
     w2, metrics, _ = run_round(strategy, 2, w1, [reply(model([1.5, 0.0]), 1) for _ in range(2)])
-    assert metrics["global-lr"] == pytest.approx(1.5)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(1.5)
     np.testing.assert_allclose(weights(w2), [1.75, 0.0])
 
 
