@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,11 +225,15 @@ def test_learning_rates_stay_in_bounds_whatever_the_inner_products(strategy: str
         ]
     )
     built = build_strategy(cfg, ["w"])
-    s, lr = cfg.strategy, cfg.client.lr
-    low, high = {
-        "fedhyper_g": (s.global_lr_min, s.global_lr_max),
-        "fedhyper_sl": (lr * s.local_lr_min_factor, lr * s.local_lr_max_factor),
-    }.get(strategy, (1 + s.acc_min, 1 + s.acc_max))
+    # Each method's settings hold the bounds of its own rule.
+    s: Any = cfg.strategy
+    lr = cfg.client.lr
+    if strategy == "fedhyper_g":
+        low, high = s.global_lr_min, s.global_lr_max
+    elif strategy == "fedhyper_sl":
+        low, high = lr * s.local_lr_min_factor, lr * s.local_lr_max_factor
+    else:
+        low, high = 1 + s.acc_min, 1 + s.acc_max
     huge = 3e38
     current = model([0.0, 0.0])
     # Same sign, opposite sign, then a mix whose per-tensor products overflow both ways.
