@@ -27,6 +27,7 @@ a plot beside it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -220,13 +221,20 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     problem = LogisticL2Problem(task.shards, task.validation, solver="accelerated")
-    results = [
-        run_schedule(problem, task, schedule, args.max_rounds, args.max_steps)
-        for schedule in SCHEDULES
+    runs = [
+        *(
+            functools.partial(
+                run_schedule, problem, task, schedule, args.max_rounds, args.max_steps
+            )
+            for schedule in SCHEDULES
+        ),
+        functools.partial(run_grid, problem, task),
+        functools.partial(run_unregularised, problem, task, args.max_rounds),
     ]
-    results += [run_grid(problem, task), run_unregularised(problem, task, args.max_rounds)]
-    for result in results:
-        print(summary_row(result))
+    results = []
+    for run in runs:
+        results.append(run())
+        print(summary_row(results[-1]), flush=True)
     setup = {
         "task": "multinomial logistic regression, Fashion-MNIST 12x12 (area), 144 features, "
         "no bias, 1440 L2 weights",
