@@ -2,8 +2,8 @@
 
 * ``compare``: ``<stem>_accuracy.png`` (mean accuracy per round with a min-max band over
   seeds) and ``<stem>_lr.png`` (global and mean local LR per round);
-* ``robustness``: ``<stem>_heatmap.png`` (FedAvg's final accuracy and each arm's gain
-  over it, per initial global LR x initial local LR cell).
+* ``robustness``: ``<stem>_heatmap.png`` (FedAvg's final accuracy, and each arm's regret
+  against the best-tuned FedAvg, per initial global LR x initial local LR cell).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.tables import BASELINES, REFERENCE, gains, grids
+from benchmarks.tables import BASELINES, REFERENCE, compare_metrics, grids, tuned_reference
 
 PLOT_KINDS: dict[str, tuple[str, ...]] = {
     "compare": ("accuracy", "lr"),
@@ -50,6 +50,7 @@ def _per_round(runs: list[dict[str, Any]], key: str) -> dict[str, np.ndarray]:
 def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
     """Draw the accuracy and learning-rate plots of a ``compare`` result."""
     accuracy = _per_round(data["runs"], "accuracy")
+    target, _ = compare_metrics(data)
     families = {
         "baselines": [n for n in accuracy if n in BASELINES],
         "FedHyper family (FedAvg for reference)": [REFERENCE]
@@ -69,7 +70,9 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
             axis.fill_between(
                 rounds, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15
             )
-        axis.axhline(data["setup"]["target_accuracy"], color="grey", linestyle=":", linewidth=1)
+        axis.axhline(
+            target, color="grey", linestyle=":", linewidth=1, label="target: FedAvg's final"
+        )
         axis.set(xlabel="round", title=title)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -102,13 +105,16 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
 
 
 def plot_robustness(data: dict[str, Any], stem: Path) -> list[Path]:
-    """Draw FedAvg's accuracy and each arm's gain over it as heatmaps."""
+    """Draw FedAvg's accuracy and each arm's regret against tuned FedAvg as heatmaps."""
     local_lrs, global_lrs, by_arm = grids(data)
+    tuned, _ = tuned_reference(by_arm)
     panels: list[tuple[str, np.ndarray, str, bool]] = [
         (f"{REFERENCE}: final accuracy (%)", 100 * by_arm[REFERENCE], "viridis", False)
     ]
-    for arm, grid in gains(data).items():
-        panels.append((f"{arm} − fedavg (points)", grid, "RdBu", True))
+    for arm, grid in by_arm.items():
+        panels.append(
+            (f"{arm}: regret vs tuned fedavg (points)", 100 * (tuned - grid), "RdBu_r", True)
+        )
     figure, axes = plt.subplots(
         1,
         len(panels),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.plots import PLOT_KINDS, plot_compare, plot_path, plot_robustness
-from benchmarks.tables import RESULTS_DIR, load, result_files, summary, table
+from benchmarks.tables import RESULTS_DIR, client_label, load, result_files, summary, table
 
 INDEX_NAME = "README.md"
 
@@ -77,7 +77,7 @@ def index(paths: list[Path]) -> str:
             for kind in PLOT_KINDS[data["suite"]]
         )
         lines.append(
-            f"- `{data['suite']}` on {data['dataset']} ({data['profile']}, "
+            f"- `{data['suite']}` on {data['dataset']} ({data['profile']}, {client_label(data)}, "
             f"{len(data['runs'])} runs): [table]({path.stem}.md), {links}, "
             f"[data]({path.name})"
         )

@@ -108,7 +108,12 @@ CASES = {
         ),
         Case(
             "shakespeare_lstm_10",
-            ("experiment=shakespeare_cpu", "model.hidden_size=64", "client.max_steps=20"),
+            (
+                "experiment=shakespeare_cpu",
+                "model.hidden_size=64",
+                "client.max_steps=20",
+                "client.batch_size=64",
+            ),
             "Shakespeare char-LSTM REDUCED to 2x64 units (LEAF: 256) and at most 20 local "
             "steps of batch 64; 152 natural clients, 10 a round",
         ),

@@ -14,11 +14,14 @@ the preset, each leg runs as a subprocess::
 
 Extra ``OVERRIDE`` arguments go to every leg and win over the suite's and preset's
 sweep values (``client.lr=0.001`` restricts ``robustness`` to one row; ``seed=0``
-restricts the seeds). Afterwards every
+restricts the seeds). ``--client adam --lr 0.01`` runs every leg with that client
+optimiser (``conf/client/``) and initial client LR instead of the preset's; ``--lr`` is
+required with ``--client``, because the presets set an LR tuned for SGD. Afterwards every
 finished run below the sweep directory is written to
-``benchmarks/results/<suite>_<dataset>.json`` (``..._<profile>.json`` for a profile other
-than ``cpu``), stamped with the command, machine and date of the training, and the
-tables, plots and the results index are regenerated (:mod:`benchmarks.report`).
+``benchmarks/results/<suite>_<dataset>.json`` (:func:`result_path`: ``_<profile>`` for a
+profile other than ``cpu``, then ``_<client>`` and ``_lr<lr>`` when given), stamped with
+the command, machine and date of the training, and the tables, plots and the results
+index are regenerated (:mod:`benchmarks.report`).
 
 ``--collect-only`` skips training and collects an existing sweep directory; the
 provenance then comes from the ``suite.json`` the training wrote there.
@@ -52,11 +55,21 @@ SUITES: dict[str, tuple[str, ...]] = {
 
 DATASETS = ("fashion_mnist", "cifar10", "femnist", "shakespeare")
 PROFILES = ("cpu", "paper")
+CLIENTS = tuple(sorted(path.stem for path in (CONF_DIR / "client").glob("*.yaml")))
+"""Client optimisers a suite can run with (``--client``)."""
 PROVENANCE_FILE = "suite.json"
 """Written into the sweep directory when training starts; read back by collection."""
 
 
-def result_path(suite: str, dataset: str, profile: str, results_dir: Path = RESULTS_DIR) -> Path:
+def result_path(
+    suite: str,
+    dataset: str,
+    profile: str,
+    results_dir: Path = RESULTS_DIR,
+    *,
+    client: str | None = None,
+    lr: float | None = None,
+) -> Path:
     """Return where a suite's result file goes.
 
     Parameters
@@ -65,16 +78,34 @@ def result_path(suite: str, dataset: str, profile: str, results_dir: Path = RESU
         What ran.
     results_dir : Path
         The results folder.
+    client : str, optional
+        The client optimiser, if not the preset's.
+    lr : float, optional
+        The initial client LR, if not the preset's.
 
     Returns
     -------
     Path
-        ``<suite>_<dataset>.json`` for the ``cpu`` profile, else
-        ``<suite>_<dataset>_<profile>.json``.
+        ``<suite>_<dataset>.json`` for the ``cpu`` profile and the preset's client, with
+        ``_<profile>`` for another profile, then ``_<client>`` and ``_lr<lr>`` when given:
+        ``compare_fashion_mnist_adam_lr0.01.json``.
 
     """
-    suffix = "" if profile == "cpu" else f"_{profile}"
-    return results_dir / f"{suite}_{dataset}{suffix}.json"
+    profile_part = "" if profile == "cpu" else f"_{profile}"
+    return results_dir / f"{suite}_{dataset}{profile_part}{client_suffix(client, lr)}.json"
+
+
+def client_suffix(client: str | None, lr: float | None) -> str:
+    """Return ``"_<client>_lr<lr>"`` (each part only when given) for file and folder names."""
+    return ("" if client is None else f"_{client}") + ("" if lr is None else f"_lr{lr:g}")
+
+
+def client_overrides(client: str | None, lr: float | None) -> list[str]:
+    """Return the Hydra overrides that set the client optimiser and initial LR, if given."""
+    return [
+        *([] if client is None else [f"client={client}"]),
+        *([] if lr is None else [f"client.lr={lr:g}"]),
+    ]
 
 
 def hydra_commands(
@@ -297,22 +328,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sweep-dir",
         type=Path,
-        help="where the runs go (default: multirun/bench/<suite>_<dataset>_<profile>_<time>)",
+        help="where the runs go (default: multirun/bench/<suite>_<dataset>_<profile>"
+        "[_<client>][_lr<lr>]_<time>)",
     )
+    parser.add_argument(
+        "--client", choices=CLIENTS, help="client optimiser instead of the preset's (needs --lr)"
+    )
+    parser.add_argument("--lr", type=float, help="initial client LR instead of the preset's")
     parser.add_argument("--collect-only", action="store_true", help="collect an existing sweep")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every leg")
     args = parser.parse_intermixed_args(argv)
+    if args.client is not None and args.lr is None:
+        parser.error("--client needs --lr: the dataset presets set a client LR tuned for SGD")
+    if args.lr is not None and args.lr <= 0:
+        parser.error(f"--lr must be positive, got {args.lr:g}")
+    args.overrides = [*client_overrides(args.client, args.lr), *args.overrides]
     if args.sweep_dir is None:
         if args.collect_only:
             parser.error("--collect-only needs --sweep-dir")
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        args.sweep_dir = (
-            Path("multirun/bench") / f"{args.suite}_{args.dataset}_{args.profile}_{stamp}"
-        )
+        name = f"{args.suite}_{args.dataset}_{args.profile}{client_suffix(args.client, args.lr)}"
+        args.sweep_dir = Path("multirun/bench") / f"{name}_{stamp}"
     sweep_dir = args.sweep_dir.resolve()
     if not args.collect_only:
         train(args, sweep_dir)
-    out = result_path(args.suite, args.dataset, args.profile)
+    out = result_path(args.suite, args.dataset, args.profile, client=args.client, lr=args.lr)
     payload = collect(sweep_dir, out)
     for path in render(out, payload):
         print(f"wrote {path}")

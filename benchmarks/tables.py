@@ -1,11 +1,13 @@
 """Markdown tables of the benchmark result files, a pure function of the JSON.
 
 :func:`table` renders the ``<stem>.md`` file of one result: its setup and provenance,
-then for ``compare`` one row per strategy (aggregated over seeds) with the
-rounds-to-target ratios of the paper's claim, and for ``robustness`` each arm's
-final-accuracy grid and its gain over FedAvg per (initial global LR, initial local LR)
-cell. ``tests/test_benchmark_results.py`` checks that the committed tables are
-reproduced byte for byte.
+then for ``compare`` one row per strategy (aggregated over seeds) with the headline
+metrics of :mod:`benchmarks.metrics` (final accuracy, rounds to FedAvg's final accuracy,
+speed-up over FedAvg) and the rounds to the preset's absolute target as a secondary
+column; for ``robustness`` each arm's final-accuracy grid over (initial local LR,
+initial global LR) and its regret against the best-tuned FedAvg. :func:`summary` renders
+the headline tables of the results index. ``tests/test_benchmark_results.py`` checks that
+the committed tables are reproduced byte for byte.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.metrics import (
+    Regret,
+    StrategyMetrics,
+    fastest,
+    final_accuracy,
+    most_accurate,
+    regret,
+    seed_rounds,
+    speedup,
+    strategy_metrics,
+)
 from fedhyper.methods import baselines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -48,172 +61,200 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-# ----------------------------------------------------------------------------- compare
+def shared_lr(data: dict[str, Any]) -> float | None:
+    """Return the initial client LR of a result's runs if they all share one, else ``None``."""
+    lrs = {float(run["local_lr"]) for run in data["runs"]}
+    return lrs.pop() if len(lrs) == 1 else None
 
 
-@dataclass(frozen=True)
-class StrategyStats:
-    """One strategy's figures aggregated over its seeds.
+def client_label(data: dict[str, Any]) -> str:
+    """Name a result's client optimiser, with its LR when every run shares one.
 
-    Attributes
-    ----------
-    strategy : str
-        Label of the runs.
-    seeds : int
-        Number of runs.
-    final_mean, final_std, best_mean : float
-        Final accuracy (mean, population std) and best accuracy (mean) over seeds.
-    reached : int
-        Seeds that reached the target.
-    rounds_mean : float or None
-        Mean rounds-to-target over all seeds if every seed reached it, else ``None``.
-    wall_mean : float
-        Mean training wall time of a run.
-
+    ``"sgd, LR 0.01"`` for a ``compare`` result; ``"sgd"`` for a ``robustness`` grid,
+    whose runs span several initial local LRs.
     """
-
-    strategy: str
-    seeds: int
-    final_mean: float
-    final_std: float
-    best_mean: float
-    reached: int
-    rounds_mean: float | None
-    wall_mean: float
+    optimizer = str(data["setup"]["optimizer"])
+    lr = shared_lr(data)
+    return optimizer if lr is None else f"{optimizer}, LR {lr:g}"
 
 
-def strategy_stats(runs: Iterable[dict[str, Any]]) -> list[StrategyStats]:
-    """Aggregate the runs of each strategy, in first-appearance order.
-
-    Parameters
-    ----------
-    runs : iterable of dict
-        Entries of a result file's ``runs``.
-
-    Returns
-    -------
-    list of StrategyStats
-        One per strategy label.
-
-    """
+def _by_strategy(runs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[run["strategy"]].append(run)
-    stats = []
-    for strategy, group in groups.items():
-        finals = [run["final_accuracy"] for run in group]
-        rounds = [run["rounds_to_target"] for run in group]
-        reached = [r for r in rounds if r is not None]
-        stats.append(
-            StrategyStats(
-                strategy=strategy,
-                seeds=len(group),
-                final_mean=statistics.fmean(finals),
-                final_std=statistics.pstdev(finals),
-                best_mean=statistics.fmean(run["best_accuracy"] for run in group),
-                reached=len(reached),
-                rounds_mean=statistics.fmean(reached) if len(reached) == len(rounds) else None,
-                wall_mean=statistics.fmean(run["wall_s"] for run in group),
-            )
-        )
-    return stats
+    return dict(groups)
 
 
-def speedup(reference: StrategyStats | None, other: StrategyStats) -> float | None:
-    """Rounds-to-target of ``reference`` over that of ``other`` (> 1: ``other`` is faster).
-
-    ``None`` unless both reached the target on every seed.
-    """
-    if reference is None or reference.rounds_mean is None or other.rounds_mean is None:
-        return None
-    return reference.rounds_mean / other.rounds_mean
+# ----------------------------------------------------------------------------- compare
 
 
-def best_of(stats: Sequence[StrategyStats], names: Iterable[str]) -> StrategyStats | None:
-    """Return the strategy among ``names`` with the fewest rounds to target.
-
-    Ties (and strategies that never reach it on every seed) are broken by the higher mean
-    final accuracy; ``None`` if none of ``names`` ran.
-    """
-    wanted = set(names)
-    candidates = [s for s in stats if s.strategy in wanted]
-    if not candidates:
-        return None
-    return min(
-        candidates,
-        key=lambda s: (s.rounds_mean is None, s.rounds_mean or 0.0, -s.final_mean),
-    )
-
-
-def headline(stats: Sequence[StrategyStats]) -> list[str]:
-    """Return the rounds-to-target ratios of the paper's claim, one markdown bullet each.
+def compare_metrics(data: dict[str, Any]) -> tuple[float, list[StrategyMetrics]]:
+    """Return the target (FedAvg's final accuracy) and every strategy's headline figures.
 
     Parameters
     ----------
-    stats : sequence of StrategyStats
-        The aggregated strategies of one ``compare`` result.
+    data : dict
+        A ``compare`` result.
+
+    Returns
+    -------
+    target : float
+        FedAvg's final accuracy, averaged over its seeds.
+    metrics : list of StrategyMetrics
+        One per strategy, in first-appearance order.
+
+    Raises
+    ------
+    ValueError
+        If the result has no FedAvg run to set the target.
+
+    """
+    curves = {
+        name: [run["accuracy"] for run in group]
+        for name, group in _by_strategy(data["runs"]).items()
+    }
+    if REFERENCE not in curves:
+        raise ValueError(f"compare on {data['dataset']}: no {REFERENCE} run sets the target")
+    target = statistics.fmean(final_accuracy(curve) for curve in curves[REFERENCE])
+    return target, strategy_metrics(curves, target)
+
+
+def _final_cell(m: StrategyMetrics, fmt: str = ".4f") -> str:
+    spread = f" ± {m.final_std:{fmt}}" if m.rounds.seeds > 1 else ""
+    return f"{m.final_mean:{fmt}}{spread}"
+
+
+def _named_final(m: StrategyMetrics | None, *, named: bool = True) -> str:
+    """``"0.834 ± 0.011 `fedhyper`"``: the final accuracy, then (if ``named``) the label."""
+    if m is None:
+        return "—"
+    return _final_cell(m, ".3f") + (f" `{m.strategy}`" if named else "")
+
+
+def _speedup_cell(
+    reference: StrategyMetrics | None, candidate: StrategyMetrics | None, *, named: bool = False
+) -> str:
+    """``"1.62x (7.7 vs 12.3)"``: the speed-up, then the candidate's and reference's rounds.
+
+    With ``named``, the reference's label follows as ``, `name` ``.
+    """
+    if reference is None or candidate is None:
+        return "—"
+    ratio = speedup(reference.rounds, candidate.rounds)
+    if ratio is None:
+        missed = dict.fromkeys(m for m in (candidate, reference) if m.rounds.mean is None)
+        return "n/a (" + ", ".join(f"`{m.strategy}` {m.rounds}" for m in missed) + ")"
+    name = f", `{reference.strategy}`" if named else ""
+    return f"{ratio:.2f}x ({candidate.rounds} vs {reference.rounds}){name}"
+
+
+@dataclass(frozen=True)
+class Contenders:
+    """The strategies a ``compare`` result's headline compares.
+
+    "Fastest" is :func:`benchmarks.metrics.fastest` (fewest rounds to FedAvg's final
+    accuracy), "most accurate" is :func:`benchmarks.metrics.most_accurate`; a variant is
+    any strategy that is not in :data:`BASELINES`. ``None`` where no such strategy ran.
+    """
+
+    fedavg: StrategyMetrics | None
+    fastest_baseline: StrategyMetrics | None
+    fastest_variant: StrategyMetrics | None
+    accurate_baseline: StrategyMetrics | None
+    accurate_variant: StrategyMetrics | None
+
+
+def contenders(metrics: Sequence[StrategyMetrics]) -> Contenders:
+    """Pick FedAvg, and the fastest and the most accurate baseline and FedHyper variant."""
+    baseline_metrics = [m for m in metrics if m.strategy in BASELINES]
+    variants = [m for m in metrics if m.strategy not in BASELINES]
+    return Contenders(
+        fedavg=next((m for m in metrics if m.strategy == REFERENCE), None),
+        fastest_baseline=fastest(baseline_metrics),
+        fastest_variant=fastest(variants),
+        accurate_baseline=most_accurate(baseline_metrics),
+        accurate_variant=most_accurate(variants),
+    )
+
+
+def headline(metrics: Sequence[StrategyMetrics]) -> list[str]:
+    """Return FedHyper against FedAvg and the best baselines, one markdown bullet each.
+
+    Parameters
+    ----------
+    metrics : sequence of StrategyMetrics
+        The strategies of one ``compare`` result.
 
     Returns
     -------
     list of str
-        FedHyper (full) and the fastest FedHyper variant against FedAvg and against the
-        fastest baseline.
+        FedHyper (full) and the fastest FedHyper variant, each against FedAvg and against
+        the fastest baseline, and the most accurate variant against the most accurate
+        baseline: speed-up and final accuracy.
 
     """
-    by_name = {s.strategy: s for s in stats}
-    reference = by_name.get(REFERENCE)
-    best_baseline = best_of(stats, BASELINES)
-    best_fedhyper = best_of(stats, [s.strategy for s in stats if s.strategy not in BASELINES])
+    picked = contenders(metrics)
+    full = next((m for m in metrics if m.strategy == FULL), None)
     lines = []
-    for title, candidate in (
-        ("FedHyper (full)", by_name.get(FULL)),
-        ("best FedHyper variant", best_fedhyper),
+    for title, candidate, against_title, against in (
+        ("FedHyper (full)", full, "FedAvg", picked.fedavg),
+        ("FedHyper (full)", full, "fastest baseline", picked.fastest_baseline),
+        ("fastest FedHyper variant", picked.fastest_variant, "FedAvg", picked.fedavg),
+        (
+            "fastest FedHyper variant",
+            picked.fastest_variant,
+            "fastest baseline",
+            picked.fastest_baseline,
+        ),
+        (
+            "most accurate FedHyper variant",
+            picked.accurate_variant,
+            "most accurate baseline",
+            picked.accurate_baseline,
+        ),
     ):
-        if candidate is None:
+        if candidate is None or against is None:
             continue
-        for against_title, against in (("FedAvg", reference), ("best baseline", best_baseline)):
-            if against is None:
-                continue
-            ratio = speedup(against, candidate)
-            figure = "n/a (target not reached on every seed)" if ratio is None else f"{ratio:.2f}x"
-            lines.append(
-                f"- {title} (`{candidate.strategy}`) vs {against_title} "
-                f"(`{against.strategy}`): rounds-to-target ratio {figure}"
-            )
+        points = 100 * (candidate.final_mean - against.final_mean)
+        lines.append(
+            f"- {title} `{candidate.strategy}` vs {against_title} `{against.strategy}`: "
+            f"speed-up {_speedup_cell(against, candidate)}; final accuracy "
+            f"{candidate.final_mean:.4f} vs {against.final_mean:.4f} ({points:+.1f} points)"
+        )
     return lines
 
 
-def _rounds_cell(s: StrategyStats) -> str:
-    if s.rounds_mean is None:
-        return "not reached" if s.reached == 0 else f"{s.reached}/{s.seeds} seeds"
-    return f"{s.rounds_mean:.1f}"
-
-
 def compare_table(data: dict[str, Any]) -> str:
-    """Format a ``compare`` result: one row per strategy, then the headline ratios."""
-    stats = strategy_stats(data["runs"])
-    reference = next((s for s in stats if s.strategy == REFERENCE), None)
-    target = data["setup"]["target_accuracy"]
+    """Format a ``compare`` result: one row per strategy, then the headline comparisons."""
+    target, metrics = compare_metrics(data)
+    reference = next(m for m in metrics if m.strategy == REFERENCE)
+    absolute = data["setup"]["target_accuracy"]
+    groups = _by_strategy(data["runs"])
     lines = [
-        f"| strategy | seeds | final accuracy | best accuracy | rounds to {target:.0%} "
-        "| rounds ratio vs FedAvg | wall time per run (s) |",
-        "|---|---|---|---|---|---|---|",
+        f"| strategy | seeds | final accuracy | rounds to FedAvg's final ({target:.4f}) "
+        f"| speed-up vs FedAvg | best accuracy | rounds to {absolute:.0%} "
+        "| wall time per run (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for s in stats:
-        ratio = speedup(reference, s)
-        spread = f" ± {s.final_std:.4f}" if s.seeds > 1 else ""
+    for m in metrics:
+        runs = groups[m.strategy]
+        ratio = speedup(reference.rounds, m.rounds)
+        absolute_rounds = seed_rounds([run["accuracy"] for run in runs], absolute)
         lines.append(
-            f"| {s.strategy} | {s.seeds} | {s.final_mean:.4f}{spread} "
-            f"| {s.best_mean:.4f} | {_rounds_cell(s)} "
-            f"| {'—' if ratio is None else f'{ratio:.2f}x'} | {s.wall_mean:.0f} |"
+            f"| {m.strategy} | {m.rounds.seeds} | {_final_cell(m)} | {m.rounds} "
+            f"| {'—' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {statistics.fmean(max(run['accuracy']) for run in runs):.4f} "
+            f"| {absolute_rounds} | {statistics.fmean(run['wall_s'] for run in runs):.0f} |"
         )
     legend = (
-        "Final and best accuracy: mean (± population std) over seeds. Rounds to target: "
-        "the mean first round at or above it, if every seed reached it (else how many "
-        "did). Rounds ratio vs FedAvg: FedAvg's mean rounds to target divided by this "
-        "strategy's (> 1: fewer rounds than FedAvg). Wall time: training rounds only."
+        "Final accuracy: mean of the last 3 rounds, then mean (± population std) over seeds. "
+        "Rounds to FedAvg's final: the first round at or above FedAvg's final accuracy, mean "
+        'over seeds ("missed k/n": k of n seeds never got there). Speed-up: FedAvg\'s '
+        "rounds divided by this strategy's (> 1: fewer rounds than FedAvg). Best accuracy: "
+        "the best round, mean over seeds. Rounds to the preset's absolute target: "
+        "secondary. Wall time: training rounds only."
     )
-    return "\n".join([*lines, "", legend, "", *headline(stats)])
+    return "\n".join([*lines, "", legend, "", *headline(metrics)])
 
 
 # ----------------------------------------------------------------------------- robustness
@@ -232,7 +273,8 @@ def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.
     local_lrs, global_lrs : list of float
         The rows and columns, ascending.
     by_arm : dict
-        Arm label -> array of final accuracies, NaN where a cell did not run.
+        Arm label -> array of final accuracies (mean of the last 3 rounds), NaN where a
+        cell did not run.
 
     """
     local_lrs = sorted({run["local_lr"] for run in data["runs"]})
@@ -240,7 +282,7 @@ def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.
     cells: dict[str, dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in data["runs"]:
         key = (local_lrs.index(run["local_lr"]), global_lrs.index(run["global_lr"]))
-        cells[run["strategy"]][key].append(run["final_accuracy"])
+        cells[run["strategy"]][key].append(final_accuracy(run["accuracy"]))
     by_arm = {}
     for arm, values in cells.items():
         grid = np.full((len(local_lrs), len(global_lrs)), np.nan)
@@ -250,15 +292,34 @@ def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.
     return local_lrs, global_lrs, by_arm
 
 
+def tuned_reference(by_arm: dict[str, np.ndarray]) -> tuple[float, tuple[int, int]]:
+    """Return the best FedAvg cell's final accuracy and its (row, column)."""
+    grid = by_arm[REFERENCE]
+    i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
+    return float(grid[i, j]), (int(i), int(j))
+
+
+def regrets(data: dict[str, Any]) -> dict[str, Regret]:
+    """Return each arm's regret against the best-tuned FedAvg, FedAvg's own included."""
+    _, _, by_arm = grids(data)
+    tuned, _ = tuned_reference(by_arm)
+    return {arm: regret(grid.tolist(), tuned) for arm, grid in by_arm.items()}
+
+
 def gains(data: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Return each arm's final-accuracy gain over FedAvg per cell, in points."""
+    """Return each arm's final-accuracy gain over FedAvg in the same cell, in points."""
     _, _, by_arm = grids(data)
     reference = by_arm[REFERENCE]
     return {arm: 100 * (grid - reference) for arm, grid in by_arm.items() if arm != REFERENCE}
 
 
+def _cell(local_lrs: list[float], global_lrs: list[float], cell: tuple[int, int]) -> str:
+    i, j = cell
+    return f"α_0 = {global_lrs[j]:g}, η_0 = {local_lrs[i]:g}"
+
+
 def _grid_table(
-    title: str, local_lrs: list[float], global_lrs: list[float], grid: np.ndarray, fmt: str
+    title: str, local_lrs: list[float], global_lrs: list[float], grid: np.ndarray
 ) -> list[str]:
     lines = [
         f"**{title}** (rows: initial local LR η_0; columns: initial global LR α_0)",
@@ -267,30 +328,54 @@ def _grid_table(
         "|---" * (len(global_lrs) + 1) + "|",
     ]
     for i, local_lr in enumerate(local_lrs):
-        cells = ["—" if np.isnan(v) else format(v, fmt) for v in grid[i]]
+        cells = ["—" if np.isnan(v) else f"{v:.4f}" for v in grid[i]]
         lines.append(f"| {local_lr:g} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
+def _regret_cells(local_lrs: list[float], global_lrs: list[float], r: Regret) -> list[str]:
+    return [
+        f"{r.worst:.1f} ({_cell(local_lrs, global_lrs, r.worst_cell)})",
+        f"{r.median:.1f}",
+        f"{r.within}/{r.cells}",
+    ]
+
+
 def robustness_table(data: dict[str, Any]) -> str:
-    """Format a ``robustness`` result: the accuracy grid of each arm, then the gains."""
+    """Format a ``robustness`` result: each arm's accuracy grid, then its regret."""
     local_lrs, global_lrs, by_arm = grids(data)
+    tuned, cell = tuned_reference(by_arm)
     lines: list[str] = []
     for arm, grid in by_arm.items():
-        lines += _grid_table(f"{arm}: final accuracy", local_lrs, global_lrs, grid, ".4f")
-    for arm, grid in gains(data).items():
-        lines += _grid_table(
-            f"{arm} − fedavg: gain in accuracy points", local_lrs, global_lrs, grid, "+.1f"
+        lines += _grid_table(f"{arm}: final accuracy", local_lrs, global_lrs, grid)
+    same_cell = gains(data)
+    lines += [
+        f"**Regret against tuned FedAvg** (its best cell: {tuned:.4f} at "
+        f"{_cell(local_lrs, global_lrs, cell)}), in accuracy points",
+        "",
+        "| arm | worst cell | median | cells within 1 point | gain over FedAvg in the same "
+        "cell: mean (smallest, largest) |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, r in regrets(data).items():
+        gain = same_cell.get(arm)
+        finite = None if gain is None else gain[~np.isnan(gain)]
+        spread = (
+            "—"
+            if finite is None or finite.size == 0
+            else f"{finite.mean():+.1f} ({finite.min():+.1f}, {finite.max():+.1f})"
         )
-        finite = grid[~np.isnan(grid)]
-        i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
-        lines += [
-            f"- {arm}: largest gain {finite.max():+.1f} points at α_0 = {global_lrs[j]:g}, "
-            f"η_0 = {local_lrs[i]:g}; mean gain {finite.mean():+.1f} points over "
-            f"{finite.size} cells; smallest {finite.min():+.1f}",
-            "",
-        ]
-    return "\n".join(lines).rstrip("\n")
+        lines.append(
+            f"| {arm} | " + " | ".join([*_regret_cells(local_lrs, global_lrs, r), spread]) + " |"
+        )
+    lines += [
+        "",
+        "Final accuracy: mean of the last 3 rounds (and over seeds, if a cell ran several). "
+        "Regret in a cell: the best FedAvg cell's final accuracy minus the arm's, in points "
+        "(what a user loses by not tuning FedAvg); worst cell, median over the cells that "
+        "ran, and how many are within 1 point.",
+    ]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the table file
@@ -308,12 +393,14 @@ def describe_setup(data: dict[str, Any]) -> str:
         else "the full test set"
     )
     momentum = f" (momentum {s['momentum']:g})" if s["optimizer"] == "sgd" else ""
+    shared = shared_lr(data)
+    lr = "" if shared is None else f" at LR {shared:g}"
     mean = "weighted by examples" if s["weighted"] else "unweighted mean"
     return (
         f"{model}; {s['num_clients']} clients ({partition}), {s['clients_per_round']} a round; "
-        f"{s['optimizer']}{momentum}, {s['local_epochs']} local epoch(s), batch "
+        f"{s['optimizer']}{momentum}{lr}, {s['local_epochs']} local epoch(s), batch "
         f"{s['batch_size']}{steps}; {s['num_rounds']} rounds; accuracy on {test}; "
-        f"aggregation {mean}; target accuracy {s['target_accuracy']:.0%}."
+        f"aggregation {mean}; absolute target accuracy {s['target_accuracy']:.0%}."
     )
 
 
@@ -360,30 +447,13 @@ def table(data: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- summary
 
 
-def _ratio_cell(
-    reference: StrategyStats | None, candidate: StrategyStats | None, *, name: str | None = None
-) -> str:
-    """``"0.94x (5.7 vs 5.3)"``: the ratio, then the candidate's and reference's rounds.
-
-    ``name`` (a strategy label) is appended as ``, `name` `` when the ratio exists.
-    """
-    if reference is None or candidate is None:
-        return "—"
-    ratio = speedup(reference, candidate)
-    if ratio is None:
-        missed = dict.fromkeys(s.strategy for s in (candidate, reference) if s.rounds_mean is None)
-        return "n/a (" + ", ".join(f"`{label}`" for label in missed) + " missed the target)"
-    named = "" if name is None else f", `{name}`"
-    return f"{ratio:.2f}x ({candidate.rounds_mean:.1f} vs {reference.rounds_mean:.1f}){named}"
-
-
 def _provenance_cells(data: dict[str, Any]) -> list[str]:
     wall = data.get("suite_wall_s")
     return ["—" if wall is None else f"{wall / 60:.0f} min", data["date"][:10]]
 
 
 def compare_summary_row(data: dict[str, Any]) -> str:
-    """One markdown row of the paper's rounds claim for a ``compare`` result.
+    """One markdown row of the headline comparison for a ``compare`` result.
 
     Parameters
     ----------
@@ -393,34 +463,36 @@ def compare_summary_row(data: dict[str, Any]) -> str:
     Returns
     -------
     str
-        Dataset, profile, seeds and target; FedHyper (full) against FedAvg and against
-        the fastest baseline; the fastest FedHyper variant against FedAvg; the best
-        final accuracy and FedAvg's; the suite's wall time and date.
+        Dataset, profile, client optimiser and LR, seeds; FedAvg's final accuracy (the
+        target) and its rounds to it; the fastest FedHyper variant, its speed-up against
+        FedAvg and against the fastest baseline, and its final accuracy; the most
+        accurate FedHyper variant and baseline with their final accuracies; the suite's
+        wall time and date.
 
     """
-    stats = strategy_stats(data["runs"])
-    by_name = {s.strategy: s for s in stats}
-    reference = by_name.get(REFERENCE)
-    baseline = best_of(stats, BASELINES)
-    variant = best_of(stats, [s.strategy for s in stats if s.strategy not in BASELINES])
-    best_final = max(stats, key=lambda s: s.final_mean)
+    _, metrics = compare_metrics(data)
+    picked = contenders(metrics)
+    reference, variant = picked.fedavg, picked.fastest_variant
     cells = [
         data["dataset"],
         data["profile"],
-        str(max(s.seeds for s in stats)),
-        f"{data['setup']['target_accuracy']:.0%}",
-        _ratio_cell(reference, by_name.get(FULL)),
-        _ratio_cell(baseline, by_name.get(FULL), name=baseline.strategy if baseline else None),
-        _ratio_cell(reference, variant, name=variant.strategy if variant else None),
-        f"{best_final.final_mean:.3f} `{best_final.strategy}`",
-        "—" if reference is None else f"{reference.final_mean:.3f}",
+        client_label(data),
+        str(max(m.rounds.seeds for m in metrics)),
+        _named_final(reference, named=False),
+        "—" if reference is None else str(reference.rounds),
+        "—" if variant is None else f"`{variant.strategy}`",
+        _speedup_cell(reference, variant),
+        _speedup_cell(picked.fastest_baseline, variant, named=True),
+        _named_final(variant, named=False),
+        _named_final(picked.accurate_variant),
+        _named_final(picked.accurate_baseline),
         *_provenance_cells(data),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 def robustness_summary_rows(data: dict[str, Any]) -> list[str]:
-    """Markdown rows of the gain claim for a ``robustness`` result, one per arm.
+    """Markdown rows of the regret against tuned FedAvg for a ``robustness`` result.
 
     Parameters
     ----------
@@ -430,30 +502,29 @@ def robustness_summary_rows(data: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        Per arm: the largest gain over FedAvg in final accuracy (points) and its cell,
-        the mean and the smallest gain over the cells that ran, FedAvg's range of final
-        accuracies, and the suite's wall time and date.
+        One row per arm, FedAvg's own included: the cells that ran, the best FedAvg
+        cell, the worst regret and its cell, the median regret, the cells within one
+        point, and the suite's wall time and date.
 
     """
     local_lrs, global_lrs, by_arm = grids(data)
-    reference = by_arm[REFERENCE]
-    rows = []
-    for arm, grid in gains(data).items():
-        finite = grid[~np.isnan(grid)]
-        i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
-        cells = [
-            data["dataset"],
-            data["profile"],
-            f"`{arm}`",
-            str(finite.size),
-            f"{finite.max():+.1f} (α_0 = {global_lrs[j]:g}, η_0 = {local_lrs[i]:g})",
-            f"{finite.mean():+.1f}",
-            f"{finite.min():+.1f}",
-            f"{np.nanmin(reference):.3f}–{np.nanmax(reference):.3f}",
-            *_provenance_cells(data),
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+    tuned, cell = tuned_reference(by_arm)
+    head = [data["dataset"], data["profile"], client_label(data)]
+    tuned_cell = f"{tuned:.3f} ({_cell(local_lrs, global_lrs, cell)})"
+    return [
+        "| "
+        + " | ".join(
+            [
+                *head,
+                f"`{arm}`",
+                tuned_cell,
+                *_regret_cells(local_lrs, global_lrs, r),
+                *_provenance_cells(data),
+            ]
+        )
+        + " |"
+        for arm, r in regrets(data).items()
+    ]
 
 
 def summary(results: Sequence[dict[str, Any]]) -> str:
@@ -467,26 +538,39 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
     Returns
     -------
     str
-        A ``compare`` table (rounds-to-target ratios; > 1 means fewer rounds than the
-        reference) and a ``robustness`` table (gains over FedAvg, in points).
+        A ``compare`` table (one row per dataset and client optimiser: speed-up to
+        FedAvg's final accuracy and final accuracies) and a ``robustness`` table (each
+        arm's regret against the best-tuned FedAvg).
 
     """
     lines = [
-        "| dataset | profile | seeds | target | FedHyper (full) vs FedAvg "
-        "| FedHyper (full) vs best baseline | best FedHyper variant vs FedAvg "
-        "| best final accuracy | FedAvg final accuracy | suite wall time | date |",
-        "|---" * 11 + "|",
+        "| dataset | profile | client | seeds | FedAvg final accuracy (target) "
+        "| FedAvg rounds to target | fastest FedHyper variant | its speed-up vs FedAvg "
+        "| its speed-up vs the fastest baseline | its final accuracy "
+        "| most accurate FedHyper variant | most accurate baseline | suite wall time | date |",
+        "|---" * 14 + "|",
         *(compare_summary_row(d) for d in results if d["suite"] == "compare"),
         "",
-        "Rounds-to-target ratio: the reference's mean rounds to the target divided by the "
-        "candidate's (> 1: the candidate needs fewer rounds), with both means in "
-        "brackets; n/a when the candidate missed the target on some seed.",
+        "Final accuracy: mean of the last 3 rounds, mean ± population std over seeds. "
+        "Target: FedAvg's final accuracy. Rounds to target: the first round at or above "
+        'it, mean over seeds ("missed k/n": k of n seeds never got there). Speed-up: the '
+        "other strategy's rounds divided by the FedHyper variant's (> 1: the variant is "
+        "faster), both in brackets. Fastest: fewest rounds to target, ties broken by the "
+        "higher final accuracy. Most accurate: highest final accuracy. Baselines: "
+        + ", ".join(f"`{name}`" for name in BASELINES)
+        + "; every other strategy is a FedHyper variant.",
         "",
-        "| dataset | profile | arm | cells | largest gain over FedAvg (points) "
-        "| mean gain | smallest gain | FedAvg final accuracy | suite wall time | date |",
+        "| dataset | profile | client | arm | tuned FedAvg (best cell) "
+        "| worst regret, points (cell) | median regret | cells within 1 point "
+        "| suite wall time | date |",
         "|---" * 10 + "|",
     ]
     for data in results:
         if data["suite"] == "robustness":
             lines += robustness_summary_rows(data)
+    lines += [
+        "",
+        "Regret in a cell: the best FedAvg cell's final accuracy minus the arm's final "
+        "accuracy there, in points: what a user loses by not tuning FedAvg.",
+    ]
     return "\n".join(lines)
