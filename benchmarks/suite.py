@@ -41,7 +41,7 @@ from benchmarks.compare import Run, find_runs
 from benchmarks.provenance import command, machine, write_result
 from benchmarks.report import render, write_index
 from benchmarks.tables import RESULTS_DIR
-from fedhyper.compose import CONF_DIR
+from fedhyper.compose import CONF_DIR, group_options
 
 SUITES: dict[str, tuple[str, ...]] = {
     "compare": ("compare", "compare_normalised"),
@@ -49,7 +49,6 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 """Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
 
-DATASETS = ("fashion_mnist", "cifar10", "femnist", "shakespeare")
 PROFILES = ("cpu", "paper")
 PROVENANCE_FILE = "suite.json"
 """Written into the sweep directory when training starts; read back by collection."""
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     """Train (unless ``--collect-only``), collect and report one suite on one dataset."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=sorted(SUITES))
-    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--dataset", choices=group_options("dataset"), required=True)
     parser.add_argument("--profile", choices=PROFILES, default="cpu")
     parser.add_argument(
         "--sweep-dir",

@@ -21,7 +21,7 @@ A node needs ``partition-id`` or ``data-dir``.
 from __future__ import annotations
 
 import statistics
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -30,14 +30,14 @@ from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
 from clients.faults import inject_fault
-from fedhyper.batching import TensorBatches
+from fedhyper.config import DatasetSpec
 from fedhyper.data.federated import ClientData, client_data
-from fedhyper.data.registry import DATASETS, get_spec
+from fedhyper.data.source import dataset_folder
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.rules import HypergradientLocalLR
 from fedhyper.task import ARRAYS_KEY, PARTITION_ID_KEY, PREVIOUS_DELTA_KEY, ClientTask
-from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
+from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
 
 NUM_PARTITIONS_KEY = "num-partitions"
 DATA_DIR_KEY = "data-dir"
@@ -48,13 +48,9 @@ app = ClientApp()
 
 
 @lru_cache(maxsize=4)
-def _model(name: str, dataset: str, hidden_size: int, device: str) -> torch.nn.Module:
+def _model(name: str, dataset: DatasetSpec, hidden_size: int, device: str) -> torch.nn.Module:
     """One model per worker process, reloaded with each message's weights."""
-    spec = DATASETS[dataset]
-    model = build_model(
-        name, num_classes=spec.num_classes, in_channels=spec.input_shape[0], hidden_size=hidden_size
-    )
-    return model.to(torch.device(device))
+    return build_model(dataset, name, hidden_size=hidden_size).to(torch.device(device))
 
 
 def _integer(value: object) -> int:
@@ -111,7 +107,7 @@ def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
             "node-config", dict(node_config), f"{PARTITION_ID_KEY}=<int> or {DATA_DIR_KEY}=<path>"
         )
     root = Path(str(node_data_dir)).expanduser()
-    train_file = root / get_spec(task.dataset).mirror_folder / "train.parquet"
+    train_file = dataset_folder(task.dataset, root) / "train.parquet"
     if not train_file.is_file():
         raise DatasetUnavailableError(
             f"node-config {DATA_DIR_KEY}={node_data_dir!r} has no {train_file.relative_to(root)}"
@@ -177,26 +173,17 @@ def train(message: Message, context: Context) -> Message:
     server_round = _integer(message.content.config_records["config"]["server-round"])
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
-    optimizer = make_optimizer(
-        task.optimizer, model.parameters(), task.lr, task.momentum, task.weight_decay
-    )
-    # A distinct, reproducible shuffle per (seed, client, round).
-    generator = torch.Generator().manual_seed(
-        hash((task.seed, _shuffle_identity(context), server_round))
-    )
-    controller = (
-        _hypergradient_controller(message, context, task, model, optimizer)
-        if task.client_rule == "hypergradient"
-        else None
-    )
-    result = train_local(
+    result, controller = train_client(
         model,
-        TensorBatches(data.train, task.batch_size, generator),
-        optimizer,
-        epochs=task.local_epochs,
+        data.train,
+        task,
+        generator=shuffle_generator(task.seed, _shuffle_identity(context), server_round),
         device=device,
-        max_steps=task.max_steps,
-        controller=controller,
+        controller_for=(
+            partial(_hypergradient_controller, message, context, task, model)
+            if task.client_rule == "hypergradient"
+            else None
+        ),
     )
     lrs = result.lrs
     metrics = MetricRecord(

@@ -9,10 +9,10 @@ SuperNode needs no copy of the experiment's configuration files.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-from fedhyper.config import ExperimentConfig
+from fedhyper.config import DatasetSpec, ExperimentConfig
 from fedhyper.data.federated import ClientData, client_data
 
 ARRAYS_KEY = "arrays"
@@ -29,16 +29,20 @@ so that the same seed picks the same clients whatever node ids a run was given."
 ATTEMPT_KEY = "attempt"
 """Training-config key: 0 for a round's first try, 1, 2, ... for its retries."""
 
+DATASET_PREFIX = "dataset."
+"""Prefix of the training-config keys that carry the dataset's spec, one per field."""
+
 
 @dataclass(frozen=True)
 class ClientTask:
     """Everything a client reads from the server's training or evaluation message.
 
     ``data_dir`` and ``cache_dir`` are empty strings when the client should use its own
-    defaults (a SuperNode's node-config may name its local directory instead).
+    defaults (a SuperNode's node-config may name its local directory instead). The
+    dataset's spec travels with the task, so a client needs no configuration files.
     """
 
-    dataset: str
+    dataset: DatasetSpec
     data_dir: str
     cache_dir: str
     validation_fraction: float
@@ -82,7 +86,7 @@ class ClientTask:
         dataset, partition, client = config.dataset, config.partition, config.client
         strategy = config.strategy
         return cls(
-            dataset=dataset.name,
+            dataset=dataset.spec(),
             data_dir=dataset.data_dir or "",
             cache_dir=dataset.cache_dir or "",
             validation_fraction=dataset.validation_fraction,
@@ -111,8 +115,10 @@ class ClientTask:
         )
 
     def to_mapping(self) -> dict[str, Any]:
-        """Flatten to scalar values, as a Flower ``ConfigRecord`` accepts them."""
-        return asdict(self)
+        """Flatten to scalars and lists of scalars, as a Flower ``ConfigRecord`` takes them."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dataset"}
+        spec = {DATASET_PREFIX + f.name: getattr(self.dataset, f.name) for f in fields(DatasetSpec)}
+        return {**values, **spec}
 
     def partition(self, partition_id: int, data_dir: str | None = None) -> ClientData:
         """Load one client's share of the partitioned dataset this task describes.
@@ -159,4 +165,6 @@ class ClientTask:
             The task; per-round overrides such as a scheduled ``lr`` are included.
 
         """
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        spec = DatasetSpec(**{f.name: values[DATASET_PREFIX + f.name] for f in fields(DatasetSpec)})
+        own = {f.name: values[f.name] for f in fields(cls) if f.name != "dataset"}
+        return cls(dataset=spec, **own)

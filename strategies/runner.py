@@ -45,12 +45,11 @@ from fedhyper.checkpoint import (
 )
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.federated import test_data
-from fedhyper.data.registry import DATASETS
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.faults import FaultPlan
 from fedhyper.history import HistoryWriter, RunSummary, summarise
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.preflight import check_data, check_run_dir
+from fedhyper.preflight import check_run_dir
 from fedhyper.progress import RoundProgress
 from fedhyper.sampling import Purpose, sample_clients
 from fedhyper.task import ATTEMPT_KEY, PARTITION_ID_KEY, ClientTask
@@ -130,13 +129,9 @@ def _metric(record: MetricRecord | None, key: str, default: float = math.nan) ->
 
 def initial_model(config: ExperimentConfig) -> torch.nn.Module:
     """Build the experiment's model with seeded initial weights."""
-    spec = DATASETS[config.dataset.name]
     set_seed(config.seed)
     return build_model(
-        config.model.name,
-        num_classes=spec.num_classes,
-        in_channels=spec.input_shape[0],
-        hidden_size=config.model.hidden_size,
+        config.dataset.spec(), config.model.name, hidden_size=config.model.hidden_size
     )
 
 
@@ -481,8 +476,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
     grid : Grid
         Flower's grid of connected SuperNodes.
     config : ExperimentConfig
-        A validated experiment; when resuming, the one :func:`fedhyper.checkpoint.
-        resume_experiment` returned.
+        A validated experiment whose data the caller has checked
+        (:func:`fedhyper.preflight.check_data`); when resuming, the one
+        :func:`fedhyper.checkpoint.resume_experiment` returned.
     run_dir : Path
         Output directory (created if missing); the checkpoint is read from it.
 
@@ -494,14 +490,13 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
     Raises
     ------
     ConfigError
-        For a checkpoint that does not fit the experiment, or data that does not load.
+        For a checkpoint that does not fit the experiment.
     RoundFailedError
         If a round gets too few usable replies in all its attempts.
 
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(config, run_dir)
-    check_data(config, partitions=False)
     checkpoint = load_checkpoint(run_dir) if config.resume else None
     atomic_write_text(
         run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.structured(replace(config, resume=None)))
@@ -525,16 +520,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, run_dir: Path) -> RunSu
         config=config,
         strategy=strategy,
         directory=directory,
-        evaluator=CentralEvaluator(
-            model,
-            test_data(
-                config.dataset.name,
-                data_dir=config.dataset.data_dir,
-                cache_dir=config.dataset.cache_dir,
-                max_examples=config.dataset.test_examples,
-            ),
-            pick_device("auto"),
-        ),
+        evaluator=CentralEvaluator(model, test_data(config.dataset), pick_device("auto")),
         trainable_keys=trainable_keys,
         spec=array_spec(ArrayRecord(model.state_dict())),
         task=ClientTask.from_experiment(config).to_mapping(),
