@@ -78,11 +78,11 @@ class FashionCNN(ConvClassifier):
     Parameters
     ----------
     num_classes : int
-        Number of output logits.
+        Outputs of the linear head.
     in_channels : int
-        Channels of the input images.
+        Image channels (1 for the grey-scale datasets).
     image_size : tuple of int
-        ``(height, width)`` of the input images, at least 4x4.
+        ``(height, width)``, at least 4x4 (two 2x2 pools).
 
     """
 
@@ -113,11 +113,11 @@ class CifarCNN(ConvClassifier):
     Parameters
     ----------
     num_classes : int
-        Number of output logits.
+        Outputs of the last of the three linear layers.
     in_channels : int
-        Channels of the input images.
+        Image channels (3 for colour).
     image_size : tuple of int
-        ``(height, width)`` of the input images, at least 16x16.
+        ``(height, width)``, at least 16x16 (two valid 5x5 convolutions and pools).
 
     """
 
