@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from benchmarks.provenance import write_result
+from fedhyper.compose import compose_config
 from fedhyper.data.federated import test_data
-from fedhyper.data.registry import DATASETS
 from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.rules import HypergradientLocalLR
 from fedhyper.training import make_optimizer, set_seed, train_local
@@ -107,10 +107,10 @@ def measure(
         Medians in milliseconds and the relative overhead.
 
     """
+    config = compose_config([f"dataset={dataset}", f"dataset.test_examples={64 * steps}"])
     set_seed(0)
-    spec = DATASETS[dataset]
-    model = build_model(model_name, spec.num_classes, spec.input_shape[0])
-    inputs, labels = test_data(dataset, max_examples=64 * steps).tensors
+    model = build_model(config.dataset.spec(), model_name)
+    inputs, labels = test_data(config.dataset).tensors
     batches = list(zip(torch.split(inputs, 64), torch.split(labels, 64), strict=True))
     for with_controller in (False, True):  # warm-up: allocator and kernels
         _block_seconds(model, batches, optimizer, with_controller=with_controller)

@@ -4,13 +4,14 @@
 same work, each in its own child process so that memory and start-up are its own:
 
 floor
-    The sampled clients' local training as a plain sequential PyTorch loop: data decoded
-    and partitioned before the clock starts, one reusable model, the same sampled
-    clients (:func:`fedhyper.sampling.sample_clients`), the same shuffles, batches,
-    epochs and ``max_steps`` as the ClientApp (:func:`fedhyper.training.train_local`
-    over :class:`fedhyper.batching.TensorBatches`), then the same server update
-    (example-weighted average, then the strategy's rule from :mod:`fedhyper.rules`) and
-    the same centralised evaluation. No Flower, no Ray.
+    The sampled clients' local training as a plain sequential loop: data decoded and
+    partitioned before the clock starts, one reusable model, the same sampled clients
+    (:func:`fedhyper.sampling.sample_clients`) and the same training call as the
+    ClientApp (:func:`fedhyper.training.train_client`, shuffled by
+    :func:`fedhyper.training.shuffle_generator`), then the same server update (Flower's
+    weighted average, then the strategy's pure rule through
+    :func:`fedhyper.rules.apply_rule`) and the same centralised evaluation. No Flower
+    messages, no Ray.
 flower
     :func:`strategies.simulation.simulate` on the composed experiment (Ray backend).
 
@@ -49,21 +50,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch.utils.data import TensorDataset
 
 from benchmarks.provenance import write_result
-from fedhyper.batching import TensorBatches
 from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.federated import test_data
 from fedhyper.history import HISTORY_FILE, read_history
 from fedhyper.models import trainable_float_keys
-from fedhyper.rules import Plain, ServerRule
+from fedhyper.rules import FedExP, Plain, ServerRule, apply_rule
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
-from fedhyper.wire import PARTITION_ID_KEY, ClientTask
+from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
+from fedhyper.wire import ARRAYS_RECORD, METRICS_RECORD, PARTITION_ID_KEY, ClientTask
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
+
+WEIGHT_KEY = "weight"
+"""Metric of the floor's client records that the average is weighted by."""
 
 COMMON = (
     "strategy.evaluate_clients_per_round=0",
@@ -183,25 +188,15 @@ def server_rule_for(config: ExperimentConfig, keys: Sequence[str]) -> ServerRule
     from fedhyper.methods import method_of
     from strategies.factory import server_rule
 
-    if method_of(config).server_rule is None:
-        raise SystemExit(f"the floor knows fedavg and rule strategies, not {config.strategy.name}")
-    return server_rule(config)
-
-
-def weighted_average(
-    states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """Average state dicts in float64, as Flower's FedAvg does, back in each key's dtype."""
-    total = float(sum(weights))
-    return {
-        key: torch.stack(
-            [state[key].double() * w for state, w in zip(states, weights, strict=True)]
+    method = method_of(config)
+    # FedExP's rule also needs every client's own update.
+    if method.server_rule is None or method.name == "fedexp":
+        raise SystemExit(
+            f"the floor knows fedavg and rule strategies but FedExP, not {method.name}"
         )
-        .sum(0)
-        .div(total)
-        .to(states[0][key].dtype)
-        for key in states[0]
-    }
+    rule = server_rule(config)
+    assert not isinstance(rule, FedExP)
+    return rule
 
 
 def floor(config: ExperimentConfig) -> dict[str, Any]:
@@ -241,51 +236,41 @@ def floor(config: ExperimentConfig) -> dict[str, Any]:
     for partition in sorted({p for sampled in schedule for p in sampled}):
         train = local_data(task, {PARTITION_ID_KEY: partition}).train
         data[partition] = TensorDataset(*(tensor.to(device) for tensor in train.tensors))
-    test = test_data(
-        config.dataset.name,
-        data_dir=config.dataset.data_dir,
-        cache_dir=config.dataset.cache_dir,
-        max_examples=config.dataset.test_examples,
-    )
+    test = test_data(config.dataset)
     server_model = initial_model(config).to(device)
     client_model = initial_model(config).to(device)
     keys = trainable_float_keys(server_model)
     rule = server_rule_for(config, keys)
-    global_state = {key: value.clone() for key, value in server_model.state_dict().items()}
+    # On the CPU, where the Flower server keeps the global model.
+    global_state = {key: value.cpu().clone() for key, value in server_model.state_dict().items()}
     preload_s = time.perf_counter() - start
 
     round_s: list[float] = []
     accuracy = float("nan")
     for server_round, sampled in enumerate(schedule, start=1):
         start = time.perf_counter()
-        states: list[dict[str, torch.Tensor]] = []
-        weights: list[float] = []
+        replies: list[RecordDict] = []
         for partition in sampled:
             client_model.load_state_dict(global_state)
-            optimizer = make_optimizer(
-                task.optimizer,
-                client_model.parameters(),
-                config.client.lr,
-                task.momentum,
-                task.weight_decay,
-            )
-            # The ClientApp's shuffle: seeded by (seed, partition, round).
-            generator = torch.Generator().manual_seed(hash((task.seed, partition, server_round)))
-            train_local(
+            train_client(
                 client_model,
-                TensorBatches(data[partition], task.batch_size, generator),
-                optimizer,
-                epochs=task.local_epochs,
+                data[partition],
+                task,
+                lr=config.client.lr,
+                generator=shuffle_generator(task.seed, partition, server_round),
                 device=device,
-                max_steps=task.max_steps,
             )
-            states.append({k: v.detach().clone() for k, v in client_model.state_dict().items()})
-            weights.append(len(data[partition]) if config.strategy.weighted else 1.0)
-        average = weighted_average(states, weights)
-        step = rule.step([average[key] - global_state[key] for key in keys])
-        for key, update in zip(keys, step.update, strict=True):
-            average[key] = global_state[key] + update.to(global_state[key].dtype)
-        global_state = average
+            weight = len(data[partition]) if config.strategy.weighted else 1
+            replies.append(
+                RecordDict(
+                    {
+                        ARRAYS_RECORD: ArrayRecord(client_model.state_dict()),
+                        METRICS_RECORD: MetricRecord({WEIGHT_KEY: weight}),
+                    }
+                )
+            )
+        average = aggregate_arrayrecords(replies, WEIGHT_KEY).to_torch_state_dict()
+        global_state, _, _ = apply_rule(rule, global_state, average, keys)
         server_model.load_state_dict(global_state)
         accuracy = evaluate(server_model, test, device=device).accuracy
         if device.type == "cuda":

@@ -44,7 +44,7 @@ from benchmarks.compare import Run, find_runs
 from benchmarks.provenance import command, machine, write_result
 from benchmarks.report import render, write_index
 from benchmarks.tables import RESULTS_DIR
-from fedhyper.compose import CONF_DIR
+from fedhyper.compose import CONF_DIR, group_options
 from strategies.methods.fedhyper import HyperParams
 
 SUITES: dict[str, tuple[str, ...]] = {
@@ -53,9 +53,8 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 """Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
 
-DATASETS = ("fashion_mnist", "cifar10", "femnist", "shakespeare")
 PROFILES = ("cpu", "paper")
-CLIENTS = tuple(sorted(path.stem for path in (CONF_DIR / "client").glob("*.yaml")))
+CLIENTS = group_options("client")
 """Client optimisers a suite can run with (``--client``)."""
 PROVENANCE_FILE = "suite.json"
 """Written into the sweep directory when training starts; read back by collection."""
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     """Train (unless ``--collect-only``), collect and report one suite on one dataset."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=sorted(SUITES))
-    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--dataset", choices=group_options("dataset"), required=True)
     parser.add_argument("--profile", choices=PROFILES, default="cpu")
     parser.add_argument(
         "--sweep-dir",

@@ -20,7 +20,7 @@ A node needs ``partition-id`` or ``data-dir``.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -29,13 +29,13 @@ from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
 from clients.faults import inject_fault
-from fedhyper.batching import TensorBatches
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
+from fedhyper.config import DatasetSpec
 from fedhyper.data.federated import ClientData, client_data
-from fedhyper.data.registry import DATASETS, get_spec
+from fedhyper.data.source import dataset_folder
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.training import evaluate, make_optimizer, pick_device, train_local
+from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
 from fedhyper.wire import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
@@ -59,13 +59,9 @@ app = ClientApp()
 
 
 @lru_cache(maxsize=4)
-def _model(name: str, dataset: str, hidden_size: int, device: str) -> torch.nn.Module:
+def _model(name: str, dataset: DatasetSpec, hidden_size: int, device: str) -> torch.nn.Module:
     """One model per worker process, reloaded with each message's weights."""
-    spec = DATASETS[dataset]
-    model = build_model(
-        name, num_classes=spec.num_classes, in_channels=spec.input_shape[0], hidden_size=hidden_size
-    )
-    return model.to(torch.device(device))
+    return build_model(dataset, name, hidden_size=hidden_size).to(torch.device(device))
 
 
 def _integer(value: object) -> int:
@@ -122,7 +118,7 @@ def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
             "node-config", dict(node_config), f"{PARTITION_ID_KEY}=<int> or {DATA_DIR_KEY}=<path>"
         )
     root = Path(str(node_data_dir)).expanduser()
-    train_file = root / get_spec(task.dataset).mirror_folder / "train.parquet"
+    train_file = dataset_folder(task.dataset, root) / "train.parquet"
     if not train_file.is_file():
         raise DatasetUnavailableError(
             f"node-config {DATA_DIR_KEY}={node_data_dir!r} has no {train_file.relative_to(root)}"
@@ -186,23 +182,18 @@ def train(message: Message, context: Context) -> Message:
     task = instruction.task
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
-    optimizer = make_optimizer(
-        task.optimizer, model.parameters(), instruction.lr, task.momentum, task.weight_decay
-    )
-    # A distinct, reproducible shuffle per (seed, client, round).
-    generator = torch.Generator().manual_seed(
-        hash((task.seed, _shuffle_identity(context), instruction.server_round))
-    )
-    rule = _client_rule(message, context, instruction, model, optimizer)
-    result = train_local(
+    result, rule = train_client(
         model,
-        TensorBatches(data.train, task.batch_size, generator),
-        optimizer,
-        epochs=task.local_epochs,
+        data.train,
+        task,
+        lr=instruction.lr,
+        generator=shuffle_generator(
+            task.seed, _shuffle_identity(context), instruction.server_round
+        ),
         device=device,
-        max_steps=task.max_steps,
-        controller=rule,
+        controller_for=partial(_client_rule, message, context, instruction, model),
     )
+    assert rule is not None  # controller_for always builds one
     state = rule.state_dict()
     if state:
         context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))

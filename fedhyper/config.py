@@ -7,17 +7,76 @@ experiment is the same whichever way it is launched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
-class DatasetConfig:
-    """Which data to train on and where it lives.
+class DatasetSpec:
+    """What a dataset is: the fields of a ``conf/dataset/<name>.yaml``.
+
+    Any image-classification or character-level text dataset stored as Parquet
+    (``<split>.parquet`` files, split ``train`` and ``test``) is described by these
+    fields alone; :func:`fedhyper.data.spec.check_spec` says what each may hold.
 
     Attributes
     ----------
     name : str
-        One of ``fashion_mnist``, ``cifar10``, ``femnist``, ``shakespeare``.
+        The dataset's name, in messages and cache file names.
+    folder : str
+        Folder of the Parquet files: relative to the data directory, or absolute;
+        empty means ``name``.
+    hub_name : str
+        Hugging Face hub repository tried when the folder lacks a split; empty for none.
+    hub_splits : list of str
+        Splits the hub repository provides.
+    hub_label_column : str
+        The hub copy's name for the label column, where it differs; empty if it does not.
+    modality : str
+        ``image`` (encoded PNG or JPEG images) or ``text`` (equal-length strings whose
+        label is the next character).
+    input_column, label_column : str
+        Columns holding the inputs and the labels.
+    natural_id_column : str
+        Column naming each row's natural client (writer, role); empty if there is none.
+    num_classes : int
+        Number of labels; for text, the vocabulary's length.
+    input_shape : list of int
+        One decoded input: ``[channels, height, width]`` (1 or 3 channels) or
+        ``[sequence_length]``.
+    mean, std : list of float
+        Per-channel normalisation of images on the ``[0, 1]`` scale; empty for text.
+    vocabulary : str
+        Text only: the characters, in index order; characters outside it take the last
+        index (LEAF's convention).
+
+    """
+
+    name: str = ""
+    folder: str = ""
+    hub_name: str = ""
+    hub_splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    hub_label_column: str = ""
+    modality: str = ""
+    input_column: str = ""
+    label_column: str = ""
+    natural_id_column: str = ""
+    num_classes: int = 0
+    input_shape: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    vocabulary: str = ""
+
+    def __hash__(self) -> int:
+        # Loaders memoise per spec; a composed spec is never changed afterwards.
+        return hash(tuple(tuple(v) if isinstance(v, list) else v for v in vars(self).values()))
+
+
+@dataclass
+class DatasetConfig(DatasetSpec):
+    """Which data to train on (a :class:`DatasetSpec`), where it lives and how much of it.
+
+    Attributes
+    ----------
     data_dir : str or None
         Local Parquet mirror; ``None`` looks at ``$FEDHYPER_DATA_DIR`` then ``../shared/data``.
     cache_dir : str or None
@@ -30,11 +89,14 @@ class DatasetConfig:
 
     """
 
-    name: str = "fashion_mnist"
     data_dir: str | None = None
     cache_dir: str | None = None
     validation_fraction: float = 0.1
     test_examples: int = 0
+
+    def spec(self) -> DatasetSpec:
+        """Return the dataset's description without this run's settings."""
+        return DatasetSpec(**{f.name: getattr(self, f.name) for f in fields(DatasetSpec)})
 
 
 @dataclass
@@ -68,13 +130,14 @@ class ModelConfig:
     Attributes
     ----------
     name : str
-        ``cnn``, ``cifar_cnn``, ``resnet18_gn`` or ``char_lstm``.
+        ``auto`` (chosen from the dataset, :func:`fedhyper.models.choose_model`), ``cnn``,
+        ``cifar_cnn``, ``resnet18_gn`` or ``char_lstm``.
     hidden_size : int
         LSTM width for ``char_lstm`` (LEAF uses 256).
 
     """
 
-    name: str = "cnn"
+    name: str = "auto"
     hidden_size: int = 256
 
 

@@ -3,28 +3,39 @@
 The image models follow FedHyper's reference implementation (``src/models.py`` and
 ``src/resnet.py`` of ATP-1010/FedHyper); the character LSTM follows the LEAF
 Shakespeare baseline. :func:`build_model` is the only constructor the rest of the
-package should call.
+package should call: it sizes a model for a dataset's
+:class:`~fedhyper.config.DatasetSpec`.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fedhyper.config import DatasetSpec
 from fedhyper.errors import ConfigError
 
 __all__ = [
+    "AUTO",
     "DEFAULT_LSTM_HIDDEN",
     "MODEL_NAMES",
     "RESNET_GN_GROUPS",
     "CharLSTM",
     "CifarCNN",
+    "ConvClassifier",
     "FashionCNN",
     "build_model",
+    "choose_model",
     "resnet18_gn",
     "trainable_float_keys",
 ]
 
 MODEL_NAMES: tuple[str, ...] = ("cnn", "cifar_cnn", "resnet18_gn", "char_lstm")
+
+AUTO = "auto"
+"""The ``model.name`` that lets :func:`choose_model` pick the model from the dataset."""
+
+# Smallest image side each image model takes: the CNNs' pooling must leave a pixel.
+_MIN_IMAGE_SIDE = {"cnn": 4, "cifar_cnn": 16, "resnet18_gn": 1}
 
 #: Groups per GroupNorm in :func:`resnet18_gn`, as in the reference ResNet.
 RESNET_GN_GROUPS = 2
@@ -33,25 +44,52 @@ RESNET_GN_GROUPS = 2
 DEFAULT_LSTM_HIDDEN = 256
 
 
-class FashionCNN(nn.Module):
-    """Two-block CNN for 28x28 images (Fashion-MNIST, FEMNIST).
+class ConvClassifier(nn.Module):
+    """Convolutional ``features``, flattened, then a ``classifier`` head.
+
+    Parameters
+    ----------
+    features : torch.nn.Module
+        Maps images to feature maps.
+    classifier : torch.nn.Module
+        Maps the flattened feature maps to logits.
+
+    """
+
+    def __init__(self, features: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map images ``(N, C, H, W)`` to logits ``(N, num_classes)``."""
+        logits: Tensor = self.classifier(self.features(x).flatten(1))
+        return logits
+
+
+class FashionCNN(ConvClassifier):
+    """Two-block CNN for small grey-scale images (Fashion-MNIST, FEMNIST).
 
     Same layer sizes as the reference ``CNNFashion_Mnist``: two blocks of
     5x5 convolution (padding 2, 16 then 32 channels), BatchNorm, ReLU and 2x2 max-pool,
-    then a single linear layer from 32·7·7 features to the classes.
+    then a single linear layer from the 32·(H/4)·(W/4) features (32·7·7 for 28x28) to
+    the classes.
 
     Parameters
     ----------
     num_classes : int
-        Number of output logits.
+        Outputs of the linear head.
     in_channels : int
-        Channels of the input images.
+        Image channels (1 for the grey-scale datasets).
+    image_size : tuple of int
+        ``(height, width)``, at least 4x4 (two 2x2 pools).
 
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 1) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, image_size: tuple[int, int] = (28, 28)
+    ) -> None:
+        features = nn.Sequential(
             nn.Conv2d(in_channels, 16, kernel_size=5, padding=2),
             nn.BatchNorm2d(16),
             nn.ReLU(),
@@ -61,32 +99,32 @@ class FashionCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Linear(32 * 7 * 7, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images ``(N, C, 28, 28)`` to logits ``(N, num_classes)``."""
-        logits: Tensor = self.classifier(self.features(x).flatten(1))
-        return logits
+        height, width = (side // 4 for side in image_size)
+        super().__init__(features, nn.Linear(32 * height * width, num_classes))
 
 
-class CifarCNN(nn.Module):
-    """LeNet-5-style CNN for 32x32 colour images (the reference ``CNNCifar``).
+class CifarCNN(ConvClassifier):
+    """LeNet-5-style CNN for small colour images (the reference ``CNNCifar``).
 
     Two 5x5 valid convolutions (6 then 16 channels) each followed by ReLU and 2x2
-    max-pool, then fully connected layers 400 → 120 → 84 → classes.
+    max-pool, then fully connected layers from the 16·5·5 features of a 32x32 image
+    (in general 16·((H−4)/2−4)/2·…) → 120 → 84 → classes.
 
     Parameters
     ----------
     num_classes : int
-        Number of output logits.
+        Outputs of the last of the three linear layers.
     in_channels : int
-        Channels of the input images.
+        Image channels (3 for colour).
+    image_size : tuple of int
+        ``(height, width)``, at least 16x16 (two valid 5x5 convolutions and pools).
 
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
+    ) -> None:
+        features = nn.Sequential(
             nn.Conv2d(in_channels, 6, kernel_size=5),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -94,18 +132,15 @@ class CifarCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120),
+        height, width = (((side - 4) // 2 - 4) // 2 for side in image_size)
+        classifier = nn.Sequential(
+            nn.Linear(16 * height * width, 120),
             nn.ReLU(),
             nn.Linear(120, 84),
             nn.ReLU(),
             nn.Linear(84, num_classes),
         )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images ``(N, C, 32, 32)`` to logits ``(N, num_classes)``."""
-        logits: Tensor = self.classifier(self.features(x).flatten(1))
-        return logits
+        super().__init__(features, classifier)
 
 
 class CharLSTM(nn.Module):
@@ -172,23 +207,65 @@ def resnet18_gn(num_classes: int, in_channels: int = 3) -> nn.Module:
     return model
 
 
-def build_model(
-    name: str,
-    num_classes: int,
-    in_channels: int = 1,
-    *,
-    hidden_size: int = DEFAULT_LSTM_HIDDEN,
-) -> nn.Module:
-    """Construct a freshly initialised model by name.
+def choose_model(spec: DatasetSpec, name: str = AUTO) -> str:
+    """Return the model an experiment trains, checking that it fits the dataset.
+
+    ``auto`` picks by a rule: text → ``char_lstm`` (over the vocabulary); grey-scale
+    images → ``cnn``; colour images → ``cifar_cnn``. The CNNs size their classifier by
+    the images' height and width; ``char_lstm`` reads text only, the others images only.
 
     Parameters
     ----------
+    spec : DatasetSpec
+        The dataset.
     name : str
-        One of :data:`MODEL_NAMES`.
-    num_classes : int
-        Number of output logits; for ``char_lstm`` this is the vocabulary size.
-    in_channels : int
-        Channels of the input images (ignored by ``char_lstm``).
+        ``auto`` or one of :data:`MODEL_NAMES`.
+
+    Returns
+    -------
+    str
+        A member of :data:`MODEL_NAMES`.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is unknown or does not fit the dataset (key ``model.name``).
+
+    """
+    if name != AUTO and name not in MODEL_NAMES:
+        raise ConfigError("model.name", name, ", ".join((AUTO, *MODEL_NAMES)))
+    chosen = _auto_model(spec) if name == AUTO else name
+    fitting = [model for model in MODEL_NAMES if _fits(model, spec)]
+    if chosen not in fitting:
+        allowed = ", ".join(fitting) or "none"
+        raise ConfigError("model.name", name, f"{allowed} (the models that fit {spec.name})")
+    return chosen
+
+
+def _auto_model(spec: DatasetSpec) -> str:
+    if spec.modality == "text":
+        return "char_lstm"
+    return "cnn" if spec.input_shape[0] == 1 else "cifar_cnn"
+
+
+def _fits(model: str, spec: DatasetSpec) -> bool:
+    if spec.modality == "text":
+        return model == "char_lstm"
+    side = _MIN_IMAGE_SIDE.get(model)
+    return side is not None and min(spec.input_shape[1:]) >= side
+
+
+def build_model(
+    spec: DatasetSpec, name: str = AUTO, *, hidden_size: int = DEFAULT_LSTM_HIDDEN
+) -> nn.Module:
+    """Construct a freshly initialised model for a dataset.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        The dataset: its classes (or vocabulary) and input shape size the model.
+    name : str
+        ``auto`` or one of :data:`MODEL_NAMES`; see :func:`choose_model`.
     hidden_size : int
         LSTM width of ``char_lstm``; the other models ignore it, so one model config
         can carry it whatever the model.
@@ -201,18 +278,18 @@ def build_model(
     Raises
     ------
     ConfigError
-        If ``name`` is not in :data:`MODEL_NAMES`.
+        If the model is unknown or does not fit the dataset.
 
     """
-    if name == "cnn":
-        return FashionCNN(num_classes, in_channels)
-    if name == "cifar_cnn":
-        return CifarCNN(num_classes, in_channels)
-    if name == "resnet18_gn":
-        return resnet18_gn(num_classes, in_channels)
-    if name == "char_lstm":
-        return CharLSTM(num_classes, hidden_size)
-    raise ConfigError("model.name", name, ", ".join(MODEL_NAMES))
+    chosen = choose_model(spec, name)
+    if chosen == "char_lstm":
+        return CharLSTM(spec.num_classes, hidden_size)
+    channels, height, width = spec.input_shape
+    if chosen == "cnn":
+        return FashionCNN(spec.num_classes, channels, (height, width))
+    if chosen == "cifar_cnn":
+        return CifarCNN(spec.num_classes, channels, (height, width))
+    return resnet18_gn(spec.num_classes, channels)
 
 
 def trainable_float_keys(model: nn.Module) -> list[str]:

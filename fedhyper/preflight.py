@@ -17,7 +17,6 @@ from datasets.exceptions import DatasetsError
 from fedhyper.checkpoint import CHECKPOINT_FILE
 from fedhyper.config import ExperimentConfig
 from fedhyper.data.federated import test_data
-from fedhyper.data.registry import get_spec
 from fedhyper.data.source import mirror_file, resolve_data_dir
 from fedhyper.errors import ConfigError, one_line
 from fedhyper.wire import ClientTask
@@ -71,12 +70,13 @@ def check_data(config: ExperimentConfig, *, partitions: bool) -> None:
 
     """
     dataset, partition = config.dataset, config.partition
-    spec = get_spec(dataset.name)
+    spec = dataset.spec()
     if dataset.data_dir is not None and not Path(dataset.data_dir).expanduser().is_dir():
         raise ConfigError(
             "dataset.data_dir",
             dataset.data_dir,
-            f"an existing directory holding {spec.mirror_folder}/train.parquet and test.parquet",
+            f"an existing directory holding {spec.folder or spec.name}/train.parquet and "
+            "test.parquet",
         )
     for split in _SPLITS if partitions else ("test",):
         path = mirror_file(spec, split, dataset.data_dir)
@@ -113,12 +113,7 @@ def check_data(config: ExperimentConfig, *, partitions: bool) -> None:
     bars_were_off = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
-        test_data(
-            dataset.name,
-            data_dir=dataset.data_dir,
-            cache_dir=dataset.cache_dir,
-            max_examples=dataset.test_examples,
-        )
+        test_data(dataset)
         if partitions:
             ClientTask.from_experiment(config).partition(0)
     except _DATA_ERRORS as error:

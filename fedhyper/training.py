@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -19,19 +19,22 @@ from torch import Tensor, nn
 from torch.optim.optimizer import ParamsT
 from torch.utils.data import TensorDataset
 
-from fedhyper.batching import sequential_batches
+from fedhyper.batching import TensorBatches, sequential_batches
 from fedhyper.errors import ConfigError
 
 __all__ = [
     "DEVICE_CHOICES",
     "OPTIMIZER_NAMES",
     "EvalResult",
+    "LocalSettings",
     "StepController",
     "TrainResult",
     "evaluate",
     "make_optimizer",
     "pick_device",
     "set_seed",
+    "shuffle_generator",
+    "train_client",
     "train_local",
 ]
 
@@ -58,6 +61,37 @@ class StepController(Protocol):
 
     def after_step(self) -> None:
         """Run right after ``optimizer.step()``; a learning rate set here applies next."""
+
+
+class LocalSettings(Protocol):
+    """How a client trains in a round (a client's task has these attributes)."""
+
+    @property
+    def optimizer(self) -> str:
+        """``sgd`` or ``adam``."""
+
+    @property
+    def momentum(self) -> float:
+        """SGD momentum."""
+
+    @property
+    def weight_decay(self) -> float:
+        """L2 penalty."""
+
+    @property
+    def local_epochs(self) -> int:
+        """Passes over the client's data."""
+
+    @property
+    def batch_size(self) -> int:
+        """Mini-batch size."""
+
+    @property
+    def max_steps(self) -> int:
+        """Cap on optimizer steps; 0 for none."""
+
+
+Controller = TypeVar("Controller", bound=StepController)
 
 
 @dataclass(frozen=True)
@@ -180,6 +214,85 @@ def make_optimizer(
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError("client.optimizer", name, ", ".join(OPTIMIZER_NAMES))
+
+
+def shuffle_generator(seed: int, client: int, server_round: int) -> torch.Generator:
+    """Return the generator of one client's batch order in one round.
+
+    Parameters
+    ----------
+    seed : int
+        The experiment's seed.
+    client : int
+        The client's partition id (or, for a node with its own data, its node id).
+    server_round : int
+        The round.
+
+    Returns
+    -------
+    torch.Generator
+        Seeded by ``(seed, client, server_round)``: a distinct, reproducible shuffle.
+
+    """
+    # The hash of a tuple of ints is the same in every process (no hash randomisation).
+    return torch.Generator().manual_seed(hash((seed, client, server_round)))
+
+
+def train_client(
+    model: nn.Module,
+    data: TensorDataset,
+    settings: LocalSettings,
+    *,
+    lr: float,
+    generator: torch.Generator,
+    device: torch.device,
+    controller_for: Callable[[torch.optim.Optimizer], Controller] | None = None,
+) -> tuple[TrainResult, Controller | None]:
+    """Run one client's local training of a round, as the ClientApp does.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The global model, already on ``device``; trained in place.
+    data : TensorDataset
+        The client's training rows.
+    settings : LocalSettings
+        Optimizer, epochs, batch size and step cap.
+    lr : float
+        The learning rate the round starts with (the server's instruction).
+    generator : torch.Generator
+        Shuffles the batches (:func:`shuffle_generator`).
+    device : torch.device
+        Where batches are moved.
+    controller_for : callable, optional
+        Builds the round's per-step learning-rate rule from the fresh optimizer.
+
+    Returns
+    -------
+    TrainResult
+        As :func:`train_local` returns it.
+    controller
+        The rule ``controller_for`` built (to read its report), or ``None``.
+
+    """
+    optimizer = make_optimizer(
+        settings.optimizer,
+        model.parameters(),
+        lr,
+        settings.momentum,
+        settings.weight_decay,
+    )
+    controller = None if controller_for is None else controller_for(optimizer)
+    result = train_local(
+        model,
+        TensorBatches(data, settings.batch_size, generator),
+        optimizer,
+        epochs=settings.local_epochs,
+        device=device,
+        max_steps=settings.max_steps,
+        controller=controller,
+    )
+    return result, controller
 
 
 def train_local(

@@ -10,22 +10,15 @@ from fedhyper.checks import one_of as _one_of
 from fedhyper.checks import positive as _positive
 from fedhyper.client_rules import CLIENT_RULES
 from fedhyper.config import ExperimentConfig
-from fedhyper.data.registry import DATASETS
+from fedhyper.data.partition import PARTITION_KINDS
+from fedhyper.data.spec import check_spec
 from fedhyper.errors import ConfigError
 from fedhyper.faults import POISON_KINDS
 from fedhyper.methods import METHODS
-from fedhyper.models import MODEL_NAMES
+from fedhyper.models import choose_model
+from fedhyper.training import DEVICE_CHOICES, OPTIMIZER_NAMES
 
-PARTITION_KINDS = ("iid", "dirichlet", "pathological", "natural")
-OPTIMIZERS = ("sgd", "adam")
-DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("ray",)
-MODELS_FOR_DATASET = {
-    "fashion_mnist": ("cnn",),
-    "femnist": ("cnn",),
-    "cifar10": ("cifar_cnn", "resnet18_gn"),
-    "shakespeare": ("char_lstm",),
-}
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -51,18 +44,17 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("num_rounds", config.num_rounds, 1)
     _in_range("target_accuracy", config.target_accuracy, 0.0, 1.0, closed_high=True)
 
-    _one_of("dataset.name", dataset.name, tuple(DATASETS))
+    check_spec(dataset)
     _in_range(
         "dataset.validation_fraction", dataset.validation_fraction, 0.0, 1.0, closed_high=False
     )
     _at_least("dataset.test_examples", dataset.test_examples, 0)
 
-    _one_of("model.name", config.model.name, MODEL_NAMES)
-    _one_of("model.name", config.model.name, MODELS_FOR_DATASET[dataset.name])
+    choose_model(dataset, config.model.name)
     _at_least("model.hidden_size", config.model.hidden_size, 1)
 
     _one_of("partition.kind", partition.kind, PARTITION_KINDS)
-    if partition.kind == "natural" and DATASETS[dataset.name].natural_id_column is None:
+    if partition.kind == "natural" and not dataset.natural_id_column:
         raise ConfigError(
             "partition.kind", "natural", "iid, dirichlet, pathological (no natural clients)"
         )
@@ -72,18 +64,18 @@ def validate(config: ExperimentConfig) -> None:
         "partition.classes_per_client",
         partition.classes_per_client,
         1,
-        DATASETS[dataset.name].num_classes,
+        dataset.num_classes,
         closed_high=True,
     )
 
-    _one_of("client.optimizer", client.optimizer, OPTIMIZERS)
+    _one_of("client.optimizer", client.optimizer, OPTIMIZER_NAMES)
     _positive("client.lr", client.lr)
     _in_range("client.momentum", client.momentum, 0.0, 1.0, closed_high=False)
     _at_least("client.weight_decay", client.weight_decay, 0.0)
     _at_least("client.local_epochs", client.local_epochs, 1)
     _at_least("client.batch_size", client.batch_size, 1)
     _at_least("client.max_steps", client.max_steps, 0)
-    _one_of("client.device", client.device, DEVICES)
+    _one_of("client.device", client.device, DEVICE_CHOICES)
 
     _in_range(
         "strategy.clients_per_round",

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar, cast
 
-from fedhyper.config import ClientRuleConfig, ExperimentConfig
+from fedhyper.config import ClientRuleConfig, DatasetSpec, ExperimentConfig
 from fedhyper.data.federated import ClientData, client_data
 from fedhyper.errors import FedHyperError
 from fedhyper.faults import FaultPlan
@@ -82,6 +82,7 @@ CLIENT_RULE_KEY = "client-rule"
 CLIENT_RULE_PREFIX = "client-rule."
 """Prefix of a client rule's settings (instructions) and of its report (replies)."""
 FAULT_PREFIX = "fault-"
+DATASET_PREFIX = "dataset."
 
 TRAIN_LOSS_KEY = "train-loss"
 STEPS_KEY = "steps"
@@ -153,12 +154,35 @@ class _Reader:
         keys = sorted(key for key in self._unread if key.startswith(prefix))
         return {key.removeprefix(prefix): self._typed(key, float) for key in keys}
 
-    def take_fields(self, cls: type[Any], prefix: str = "") -> dict[str, Any]:
-        """Return the values of a dataclass's fields, stored under ``prefix<field>``."""
-        return {
-            item.name: self.take(prefix + item.name, _ANNOTATIONS[str(item.type)])
-            for item in fields(cls)
-        }
+    def take_list(self, key: str, kind: type[_Value]) -> list[_Value]:
+        """Return the list under ``key``, each element of type ``kind``."""
+        if key not in self._record:
+            raise WireFormatError(f"{self._kind} lacks the key {key!r}")
+        values = self._record[key]
+        if not isinstance(values, list):
+            raise WireFormatError(f"{self._kind} key {key!r} holds {values!r}, not a list")
+        checked = [self._element(key, value, kind) for value in values]
+        self._unread.discard(key)
+        return checked
+
+    def take_fields(
+        self, cls: type[Any], prefix: str = "", skip: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Return the values of a dataclass's fields, stored under ``prefix<field>``.
+
+        Fields named in ``skip`` are left to the caller (a nested dataclass).
+        """
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if item.name in skip:
+                continue
+            annotation = str(item.type)
+            key = prefix + item.name
+            if annotation.startswith("list["):
+                values[item.name] = self.take_list(key, _ANNOTATIONS[annotation[5:-1]])
+            else:
+                values[item.name] = self.take(key, _ANNOTATIONS[annotation])
+        return values
 
     def has_any(self, prefix: str) -> bool:
         """Whether any unread key starts with ``prefix``."""
@@ -170,13 +194,16 @@ class _Reader:
             raise WireFormatError(f"{self._kind} has the unknown key {min(self._unread)!r}")
 
     def _typed(self, key: str, kind: type[_Value]) -> _Value:
-        value = self._record[key]
+        value = self._element(key, self._record[key], kind)
+        self._unread.discard(key)
+        return value
+
+    def _element(self, key: str, value: Any, kind: type[_Value]) -> _Value:
         # bool is an int in Python, but a flag is never a count.
         if not isinstance(value, _ACCEPTED[kind]) or (isinstance(value, bool) and kind is not bool):
             raise WireFormatError(
                 f"{self._kind} key {key!r} holds {value!r}, not a {kind.__name__}"
             )
-        self._unread.discard(key)
         return kind(cast(_Value, value))  # an int arriving for a float becomes one
 
 
@@ -186,10 +213,12 @@ class ClientTask:
 
     ``data_dir`` and ``cache_dir`` are empty strings when the client should use its own
     defaults (a SuperNode's node-config may name its local directory instead). The
-    learning rate to train with travels in the :class:`TrainInstruction`.
+    learning rate to train with travels in the :class:`TrainInstruction`. The dataset's
+    spec travels with the task as ``dataset.<field>`` keys, so a client needs no
+    configuration files.
     """
 
-    dataset: str
+    dataset: DatasetSpec
     data_dir: str
     cache_dir: str
     validation_fraction: float
@@ -226,7 +255,7 @@ class ClientTask:
         """
         dataset, partition, client = config.dataset, config.partition, config.client
         return cls(
-            dataset=dataset.name,
+            dataset=dataset.spec(),
             data_dir=dataset.data_dir or "",
             cache_dir=dataset.cache_dir or "",
             validation_fraction=dataset.validation_fraction,
@@ -246,6 +275,22 @@ class ClientTask:
             device=client.device,
             clients_per_round=config.strategy.clients_per_round,
         )
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars and lists of scalars, the spec under ``dataset.<field>``."""
+        values: InstructionRecord = {
+            item.name: getattr(self, item.name) for item in fields(self) if item.name != "dataset"
+        }
+        spec = {
+            DATASET_PREFIX + item.name: getattr(self.dataset, item.name)
+            for item in fields(DatasetSpec)
+        }
+        return values | spec
+
+    @classmethod
+    def _read(cls, reader: _Reader) -> ClientTask:
+        spec = DatasetSpec(**reader.take_fields(DatasetSpec, DATASET_PREFIX))
+        return cls(dataset=spec, **reader.take_fields(cls, skip=("dataset",)))
 
     def partition(self, partition_id: int, data_dir: str | None = None) -> ClientData:
         """Load one client's share of the partitioned dataset this task describes.
@@ -353,7 +398,7 @@ class TrainInstruction:
             SERVER_ROUND_KEY: self.server_round,
             ATTEMPT_KEY: self.attempt,
             LR_KEY: self.lr,
-            **asdict(self.task),
+            **self.task.to_record(),
             CLIENT_RULE_KEY: self.client_rule,
         }
         record |= {CLIENT_RULE_PREFIX + k: v for k, v in self.client_rule_settings.items()}
@@ -376,7 +421,7 @@ class TrainInstruction:
             server_round=reader.take(SERVER_ROUND_KEY, int),
             attempt=reader.take(ATTEMPT_KEY, int),
             lr=reader.take(LR_KEY, float),
-            task=ClientTask(**reader.take_fields(ClientTask)),
+            task=ClientTask._read(reader),
             client_rule=reader.take(CLIENT_RULE_KEY, str),
             client_rule_settings=reader.take_prefixed(CLIENT_RULE_PREFIX),
             faults=(
@@ -398,7 +443,7 @@ class EvaluateInstruction:
 
     def to_record(self) -> InstructionRecord:
         """Flatten to scalars."""
-        return {SERVER_ROUND_KEY: self.server_round, **asdict(self.task)}
+        return {SERVER_ROUND_KEY: self.server_round, **self.task.to_record()}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvaluateInstruction:
@@ -413,7 +458,7 @@ class EvaluateInstruction:
         reader = _Reader(record, "evaluation instruction")
         instruction = cls(
             server_round=reader.take(SERVER_ROUND_KEY, int),
-            task=ClientTask(**reader.take_fields(ClientTask)),
+            task=ClientTask._read(reader),
         )
         reader.done()
         return instruction

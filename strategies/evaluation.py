@@ -19,13 +19,7 @@ class CentralEvaluation(RoundCallback):
 
     def on_run_start(self, run: RunContext) -> None:
         """Load the test set."""
-        dataset = run.config.dataset
-        self._dataset = test_data(
-            dataset.name,
-            data_dir=dataset.data_dir,
-            cache_dir=dataset.cache_dir,
-            max_examples=dataset.test_examples,
-        )
+        self._dataset = test_data(run.config.dataset)
         self._device = pick_device("auto")
 
     def after_round(self, run: RunContext, record: RoundRecord) -> bool:

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedhyper.rules import FedExP, ServerRule
+from fedhyper.rules import FedExP, ServerRule, apply_rule
 from fedhyper.wire import ARRAYS_RECORD, PREVIOUS_DELTA_RECORD, ServerStep, TrainInstruction
 
 
@@ -111,14 +111,10 @@ class RuleStrategy(FedAvg):
             return averaged, metrics
         if isinstance(self.rule, FedExP):
             self._observe_clients(replies, current)
-        delta = trainable_delta(averaged, current, self.trainable_keys)
-        step = self.rule.step(delta)
+        new_state, step, delta = apply_rule(
+            self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys
+        )
         scheduled_lr = self.client_lr
-        new_state = dict(averaged.to_torch_state_dict())
-        for key, update in zip(self.trainable_keys, step.update, strict=True):
-            new_state[key] = current[key] + update
-        # Flower's average promotes integer buffers to float; keep the model's dtypes.
-        new_state = {key: value.to(current[key].dtype) for key, value in new_state.items()}
         if step.client_lr is not None:
             self.client_lr = step.client_lr
         if self.send_previous_delta:

@@ -20,10 +20,9 @@ from omegaconf import OmegaConf
 from fedhyper.atomic import atomic_write, atomic_write_text
 from fedhyper.checkpoint import CONFIG_FILE, load_checkpoint
 from fedhyper.config import ExperimentConfig
-from fedhyper.data.registry import DATASETS
 from fedhyper.history import RunSummary, summarise
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.preflight import check_data, check_run_dir
+from fedhyper.preflight import check_run_dir
 from fedhyper.training import set_seed
 from strategies.callbacks import RoundCallback, RunContext
 from strategies.evaluation import CentralEvaluation
@@ -61,13 +60,9 @@ def default_callbacks() -> list[RoundCallback]:
 
 def initial_model(config: ExperimentConfig) -> torch.nn.Module:
     """Build the experiment's model with seeded initial weights."""
-    spec = DATASETS[config.dataset.name]
     set_seed(config.seed)
     return build_model(
-        config.model.name,
-        num_classes=spec.num_classes,
-        in_channels=spec.input_shape[0],
-        hidden_size=config.model.hidden_size,
+        config.dataset.spec(), config.model.name, hidden_size=config.model.hidden_size
     )
 
 
@@ -84,8 +79,9 @@ def run_federation(
     grid : Grid
         Flower's grid of connected SuperNodes.
     config : ExperimentConfig
-        A validated experiment; when resuming, the one :func:`fedhyper.checkpoint.
-        resume_experiment` returned.
+        A validated experiment whose data the caller has checked
+        (:func:`fedhyper.preflight.check_data`); when resuming, the one
+        :func:`fedhyper.checkpoint.resume_experiment` returned.
     run_dir : Path
         Output directory (created if missing); the checkpoint is read from it.
     callbacks : sequence of RoundCallback or None
@@ -99,14 +95,13 @@ def run_federation(
     Raises
     ------
     ConfigError
-        For a checkpoint that does not fit the experiment, or data that does not load.
+        For a checkpoint that does not fit the experiment.
     RoundFailedError
         If a round gets too few usable replies in all its attempts.
 
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(config, run_dir)
-    check_data(config, partitions=False)
     checkpoint = load_checkpoint(run_dir) if config.resume else None
     atomic_write_text(
         run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.structured(replace(config, resume=None)))

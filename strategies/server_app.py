@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedhyper.checkpoint import resume_experiment
 from fedhyper.compose import CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
+from fedhyper.preflight import check_data
 from fedhyper.progress import show_progress_lines
 from strategies.callbacks import RoundCallback
 from strategies.runner import run_federation
@@ -75,7 +76,8 @@ def build_server_app(
     Returns
     -------
     ServerApp
-        The app to hand to Flower's simulation engine.
+        The app to hand to Flower's simulation engine; it does not check the data
+        again (``python -m fedhyper`` did, before starting the engine).
 
     """
     server_app = ServerApp()
@@ -125,6 +127,8 @@ def main(grid: Grid, context: Context) -> None:
     """Resolve the experiment from the run-config, then run it."""
     show_progress_lines()
     config = experiment_from_run_config(context.run_config)
+    # The server of a deployment may not hold the train split: its clients load it.
+    check_data(config, partitions=False)
     run_dir = Path(config.resume or default_run_dir(config, context.run_id)).resolve()
     LOGGER.info("fedhyper: writing outputs to %s", run_dir)
     run_federation(grid, config, run_dir)

@@ -65,6 +65,27 @@ CASES = {
     "unknown dataset": case("compose", "dataset=mnist", "dataset", "cifar10, fashion_mnist"),
     "unknown model": case("compose", "model=vgg", "model", "char_lstm, cifar_cnn, cnn"),
     "model for another dataset": case("compose", "model=char_lstm", "model.name", "cnn"),
+    "unknown modality": case(
+        "compose", "dataset.modality=audio", "dataset.modality", "image, text"
+    ),
+    "image shape without channels": case(
+        "compose", "dataset.input_shape=[28,28]", "dataset.input_shape", "[channels, height"
+    ),
+    "normalisation not per channel": case(
+        "compose", "dataset.mean=[0.1,0.2]", "dataset.mean", "one number per channel (1)"
+    ),
+    "dataset without a label column": case(
+        "compose", "dataset.label_column=", "dataset.label_column", "the name of a column"
+    ),
+    "text classes other than its vocabulary": case(
+        "compose",
+        ("dataset=shakespeare", "partition=iid", "dataset.num_classes=79"),
+        "dataset.num_classes",
+        "80, the vocabulary's length",
+    ),
+    "image shape not a list of integers": case(
+        "compose", "dataset.input_shape=[1,x,28]", "dataset.input_shape[1]", "type integer"
+    ),
     "zero lr": case("compose", "client.lr=0", "client.lr", "a number > 0"),
     "negative lr": case("compose", "client.lr=-0.1", "client.lr", "a number > 0"),
     "lr not a number": case("compose", "client.lr=fast", "client.lr", "a value of type float"),

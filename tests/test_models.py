@@ -5,8 +5,23 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from fedhyper.config import DatasetSpec
 from fedhyper.errors import ConfigError
-from fedhyper.models import MODEL_NAMES, build_model, trainable_float_keys
+from fedhyper.models import MODEL_NAMES, build_model, choose_model, trainable_float_keys
+
+
+def images(num_classes: int, channels: int, side: int) -> DatasetSpec:
+    """A square-image dataset's spec, as far as models read it."""
+    return DatasetSpec(
+        name=f"images{channels}x{side}",
+        modality="image",
+        num_classes=num_classes,
+        input_shape=[channels, side, side],
+    )
+
+
+def text(vocabulary_size: int) -> DatasetSpec:
+    return DatasetSpec(name="text", modality="text", num_classes=vocabulary_size, input_shape=[80])
 
 
 def num_params(model: nn.Module) -> int:
@@ -28,7 +43,7 @@ def lstm_layer_params(n_in: int, hidden: int) -> int:
 
 @pytest.mark.parametrize("num_classes", [10, 62])
 def test_cnn_shape_and_param_count(num_classes: int) -> None:
-    model = build_model("cnn", num_classes, in_channels=1)
+    model = build_model(images(num_classes, 1, 28), "cnn")
     assert model(torch.randn(4, 1, 28, 28)).shape == (4, num_classes)
     expected = (
         conv_params(1, 16, 5)
@@ -41,7 +56,7 @@ def test_cnn_shape_and_param_count(num_classes: int) -> None:
 
 
 def test_cifar_cnn_shape_and_param_count() -> None:
-    model = build_model("cifar_cnn", 10, in_channels=3)
+    model = build_model(images(10, 3, 32), "cifar_cnn")
     assert model(torch.randn(4, 3, 32, 32)).shape == (4, 10)
     expected = (
         conv_params(3, 6, 5)
@@ -54,7 +69,7 @@ def test_cifar_cnn_shape_and_param_count() -> None:
 
 
 def test_resnet18_gn_shape_and_norms() -> None:
-    model = build_model("resnet18_gn", 10, in_channels=3)
+    model = build_model(images(10, 3, 32), "resnet18_gn")
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     modules = list(model.modules())
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
@@ -73,7 +88,7 @@ def test_resnet18_gn_shape_and_norms() -> None:
 @pytest.mark.parametrize("hidden", [256, 32])
 def test_char_lstm_shape_and_param_count(hidden: int) -> None:
     vocab = 80
-    model = build_model("char_lstm", vocab, hidden_size=hidden)
+    model = build_model(text(vocab), "char_lstm", hidden_size=hidden)
     x = torch.randint(0, vocab, (3, 80), dtype=torch.int64)
     assert model(x).shape == (3, vocab)
     expected = (
@@ -88,7 +103,7 @@ def test_char_lstm_shape_and_param_count(hidden: int) -> None:
 
 
 def test_char_lstm_predicts_from_last_time_step() -> None:
-    model = build_model("char_lstm", 80, hidden_size=16).eval()
+    model = build_model(text(80), "char_lstm", hidden_size=16).eval()
     x = torch.randint(0, 80, (2, 80))
     y = x.clone()
     y[:, -1] = (x[:, -1] + 1) % 80
@@ -97,7 +112,7 @@ def test_char_lstm_predicts_from_last_time_step() -> None:
 
 
 def test_hidden_size_is_ignored_by_image_models() -> None:
-    model = build_model("cnn", 10, hidden_size=8)
+    model = build_model(images(10, 1, 28), "cnn", hidden_size=8)
     assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
 
 
@@ -112,7 +127,7 @@ def test_trainable_float_keys_excludes_batchnorm_buffers() -> None:
 
 
 def test_trainable_float_keys_excludes_frozen_parameters() -> None:
-    model = build_model("cnn", 10)
+    model = build_model(images(10, 1, 28), "cnn")
     keys_before = trainable_float_keys(model)
     assert "features.1.running_mean" not in keys_before
     model.get_parameter("classifier.weight").requires_grad_(False)
@@ -122,7 +137,55 @@ def test_trainable_float_keys_excludes_frozen_parameters() -> None:
 
 def test_unknown_model_raises_config_error() -> None:
     with pytest.raises(ConfigError) as info:
-        build_model("vgg", 10)
+        build_model(images(10, 1, 28), "vgg")
     message = str(info.value)
     assert "model.name" in message and "'vgg'" in message
-    assert all(name in message for name in MODEL_NAMES)
+    assert all(name in message for name in ("auto", *MODEL_NAMES))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "chosen"),
+    [
+        (images(10, 1, 28), "cnn"),
+        (images(62, 1, 64), "cnn"),
+        (images(10, 3, 32), "cifar_cnn"),
+        (text(80), "char_lstm"),
+    ],
+)
+def test_auto_picks_a_model_by_modality_and_channels(dataset: DatasetSpec, chosen: str) -> None:
+    assert choose_model(dataset, "auto") == chosen
+
+
+@pytest.mark.parametrize(
+    ("side", "num_features"),
+    # 64 // 4 = 16 and 20 // 4 = 5: the classifier reads 32 channels of each.
+    [(64, 32 * 16 * 16), (20, 32 * 5 * 5)],
+)
+def test_cnn_classifier_is_sized_by_the_images(side: int, num_features: int) -> None:
+    model = build_model(images(7, 1, side))
+    assert model(torch.randn(2, 1, side, side)).shape == (2, 7)
+    assert model.get_parameter("classifier.weight").shape == (7, num_features)
+
+
+def test_cifar_cnn_classifier_is_sized_by_the_images() -> None:
+    # 48 -> conv 44 -> pool 22 -> conv 18 -> pool 9: 16 * 9 * 9 features.
+    model = build_model(images(10, 3, 48))
+    assert model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
+    assert model.get_parameter("classifier.0.weight").shape == (120, 16 * 9 * 9)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "name", "allowed"),
+    [
+        (text(80), "cnn", "char_lstm (the models that fit text)"),
+        (images(10, 1, 28), "char_lstm", "cnn, cifar_cnn, resnet18_gn (the models"),
+        (images(10, 3, 12), "cifar_cnn", "cnn, resnet18_gn (the models"),
+        (images(10, 3, 12), "auto", "cnn, resnet18_gn (the models"),
+    ],
+)
+def test_a_model_that_does_not_fit_the_data_is_a_config_error(
+    dataset: DatasetSpec, name: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_model(dataset, name)
+    assert info.value.key == "model.name" and allowed in str(info.value)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
 from fedhyper.bilevel.logistic import LabelledData
+from fedhyper.compose import compose_config
 from fedhyper.data import load_tensors, partition_indices
 from fedhyper.errors import ConfigError
 
@@ -100,8 +101,9 @@ def load_fashion12(
         If the sizes do not fit in the splits.
 
     """
-    train = load_tensors(DATASET, "train", data_dir, cache_dir)
-    test = load_tensors(DATASET, "test", data_dir, cache_dir)
+    spec = compose_config([f"dataset={DATASET}"]).dataset.spec()
+    train = load_tensors(spec, "train", data_dir, cache_dir)
+    test = load_tensors(spec, "test", data_dir, cache_dir)
     if validation_examples < 1:
         raise ConfigError("validation_examples", validation_examples, "an integer >= 1")
     available = len(train) - validation_examples
@@ -114,9 +116,7 @@ def load_fashion12(
     training_rows = order[validation_examples : validation_examples + train_examples]
     features = downsample(train.inputs[training_rows])
     labels = train.labels[training_rows]
-    client_rows = partition_indices(
-        DATASET, labels.numpy(), "dirichlet", num_clients, alpha, 1, seed
-    )
+    client_rows = partition_indices(spec, labels.numpy(), "dirichlet", num_clients, alpha, 1, seed)
     shards = [
         LabelledData(features[torch.from_numpy(rows)], labels[torch.from_numpy(rows)])
         for rows in client_rows

@@ -16,8 +16,8 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import TensorDataset
 
+from fedhyper.config import DatasetConfig, DatasetSpec
 from fedhyper.data.partition import partition_indices
-from fedhyper.data.registry import DATASETS, get_spec
 from fedhyper.data.source import resolve_data_dir
 from fedhyper.data.tensors import load_tensors, resolve_cache_dir, to_model_inputs
 from fedhyper.errors import ConfigError
@@ -43,7 +43,7 @@ class ClientData:
 
 
 def client_data(
-    name: str,
+    spec: DatasetSpec,
     partition_id: int,
     *,
     data_dir: str | None = None,
@@ -59,8 +59,8 @@ def client_data(
 
     Parameters
     ----------
-    name : str
-        Dataset name (a key of :data:`~fedhyper.data.registry.DATASETS`).
+    spec : DatasetSpec
+        The dataset.
     partition_id : int
         The client's index, ``0 <= partition_id < num_clients``.
     data_dir, cache_dir : str or None
@@ -81,10 +81,9 @@ def client_data(
     Raises
     ------
     ConfigError
-        For invalid names or parameters.
+        For invalid parameters.
 
     """
-    spec = get_spec(name)
     if not 0.0 <= validation_fraction < 1.0:
         raise ConfigError("dataset.validation_fraction", validation_fraction, "0 <= x < 1")
     if not 0 <= partition_id < num_clients:
@@ -93,12 +92,12 @@ def client_data(
     data_dir_key = str(root) if root else None
     cache_dir_key = str(resolve_cache_dir(cache_dir))
     rows = _partitions(
-        name, data_dir_key, cache_dir_key, kind, num_clients, alpha, classes_per_client, seed
+        spec, data_dir_key, cache_dir_key, kind, num_clients, alpha, classes_per_client, seed
     )[partition_id]
 
     order = np.random.default_rng([seed, partition_id]).permutation(len(rows))
     num_validation = int(len(rows) * validation_fraction)
-    split = load_tensors(name, "train", data_dir_key, cache_dir_key)
+    split = load_tensors(spec, "train", data_dir_key, cache_dir_key)
 
     def subset(selected: npt.NDArray[np.int64]) -> TensorDataset:
         index = torch.from_numpy(selected)
@@ -112,7 +111,7 @@ def client_data(
 
 @functools.lru_cache(maxsize=8)
 def _partitions(
-    name: str,
+    spec: DatasetSpec,
     data_dir: str | None,
     cache_dir: str,
     kind: str,
@@ -122,31 +121,22 @@ def _partitions(
     seed: int,
 ) -> tuple[npt.NDArray[np.int64], ...]:
     """Partition the train split once per process and configuration."""
-    split = load_tensors(name, "train", data_dir, cache_dir)
+    split = load_tensors(spec, "train", data_dir, cache_dir)
     # Without natural ids, "natural" gets labels and partition_indices rejects the kind.
     ids = split.natural_ids
     keys = ids if kind == "natural" and ids is not None else split.labels.numpy()
-    return tuple(partition_indices(name, keys, kind, num_clients, alpha, classes_per_client, seed))
+    return tuple(partition_indices(spec, keys, kind, num_clients, alpha, classes_per_client, seed))
 
 
-def test_data(
-    name: str,
-    *,
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
-    max_examples: int = 0,
-) -> TensorDataset:
-    """Return the centralised test set.
+def test_data(dataset: DatasetConfig) -> TensorDataset:
+    """Return the centralised test set of an experiment.
 
     Parameters
     ----------
-    name : str
-        Dataset name.
-    data_dir, cache_dir : str or None
-        Explicit data and cache directories (``None``: environment or defaults).
-    max_examples : int
-        If positive and smaller than the test split, a fixed random subset of this
-        size (same rows on every call, in file order); ``0`` means all rows.
+    dataset : DatasetConfig
+        The dataset, its directories, and ``test_examples``: if positive and smaller
+        than the test split, a fixed random subset of this size (same rows on every
+        call, in file order); ``0`` means all rows.
 
     Returns
     -------
@@ -154,10 +144,10 @@ def test_data(
         ``(inputs, labels)`` as in :class:`ClientData`.
 
     """
-    spec = get_spec(name)
+    spec, max_examples = dataset.spec(), dataset.test_examples
     if max_examples < 0:
         raise ConfigError("dataset.test_examples", max_examples, "an integer >= 0")
-    split = load_tensors(name, "test", data_dir, cache_dir)
+    split = load_tensors(spec, "test", dataset.data_dir, dataset.cache_dir)
     inputs, labels = split.inputs, split.labels
     if 0 < max_examples < len(split):
         # A random subset, not the first rows: some test files are grouped by client
@@ -175,14 +165,14 @@ test_data.__test__ = False  # type: ignore[attr-defined]
 
 
 def num_natural_clients(
-    name: str, data_dir: str | None = None, *, cache_dir: str | None = None
+    spec: DatasetSpec, data_dir: str | None = None, *, cache_dir: str | None = None
 ) -> int:
     """Return how many natural clients (distinct writer or role ids) the train split has.
 
     Parameters
     ----------
-    name : str
-        Dataset name.
+    spec : DatasetSpec
+        The dataset.
     data_dir, cache_dir : str or None
         Explicit data and cache directories (``None``: environment or defaults).
 
@@ -198,8 +188,9 @@ def num_natural_clients(
         If the dataset has no natural client ids.
 
     """
-    if get_spec(name).natural_id_column is None:
-        with_ids = ", ".join(key for key, spec in DATASETS.items() if spec.natural_id_column)
-        raise ConfigError("dataset.name", name, f"{with_ids} (datasets with natural client ids)")
-    natural_ids = load_tensors(name, "train", data_dir, cache_dir).natural_ids
+    if not spec.natural_id_column:
+        raise ConfigError(
+            "dataset.natural_id_column", "", f"the column of {spec.name} naming each row's client"
+        )
+    natural_ids = load_tensors(spec, "train", data_dir, cache_dir).natural_ids
     return len(set(natural_ids or ()))

@@ -20,7 +20,7 @@ from flwr_datasets.partitioner import (
 )
 from flwr_datasets.partitioner.partitioner import Partitioner
 
-from fedhyper.data.registry import DatasetSpec, get_spec
+from fedhyper.config import DatasetSpec
 from fedhyper.errors import ConfigError
 
 PartitionKind = Literal["iid", "dirichlet", "pathological", "natural"]
@@ -28,7 +28,7 @@ PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
 
 
 def partition_indices(
-    dataset_name: str,
+    spec: DatasetSpec,
     labels_or_ids: npt.ArrayLike,
     kind: str,
     num_clients: int,
@@ -43,8 +43,8 @@ def partition_indices(
 
     Parameters
     ----------
-    dataset_name : str
-        Dataset name, for validation and messages.
+    spec : DatasetSpec
+        The dataset, for validation and messages.
     labels_or_ids : array_like
         One entry per row: the class label, or for ``kind="natural"`` the natural id.
     kind : {"iid", "dirichlet", "pathological", "natural"}
@@ -75,7 +75,6 @@ def partition_indices(
         whose ``num_clients`` differs from the number of natural ids.
 
     """
-    spec = get_spec(dataset_name)
     values = np.asarray(labels_or_ids)
     partitioner = _make_partitioner(spec, kind, num_clients, alpha, classes_per_client, seed)
     order = np.random.default_rng(seed).permutation(len(values))
@@ -142,7 +141,7 @@ def _make_partitioner(
             class_assignment_mode="first-deterministic",
             seed=seed,
         )
-    if spec.natural_id_column is None:
+    if not spec.natural_id_column:
         allowed = ", ".join(k for k in PARTITION_KINDS if k != "natural")
         raise ConfigError(
             "partition.kind", kind, f"{allowed} ({spec.name} has no natural client ids)"

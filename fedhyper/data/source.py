@@ -1,6 +1,6 @@
 """Find a dataset split on disk (offline mirror) or on the Hugging Face hub.
 
-The mirror is a folder of read-only Parquet files (``<data dir>/<mirror folder>/
+The mirror is a folder of read-only Parquet files (``<data dir>/<dataset folder>/
 <split>.parquet``, see ``shared/data/README.md``). Nothing in this module writes to it.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 
-from fedhyper.data.registry import DatasetSpec, get_spec
+from fedhyper.config import DatasetSpec
 from fedhyper.errors import DatasetUnavailableError
 
 ENV_DATA_DIR = "FEDHYPER_DATA_DIR"
@@ -59,12 +59,21 @@ def resolve_data_dir(configured: str | None) -> Path | None:
     return next((path for path in _default_data_dirs() if path.is_dir()), None)
 
 
+def dataset_folder(spec: DatasetSpec, root: Path) -> Path:
+    """Return the dataset's folder: ``spec.folder`` (or its name) under ``root``."""
+    # Joining an absolute folder to root yields the folder alone.
+    return root / Path(spec.folder or spec.name).expanduser()
+
+
 def mirror_file(spec: DatasetSpec, split: str, data_dir: str | None) -> Path | None:
     """Return the mirror's Parquet file for ``split``, or ``None`` if it is absent."""
+    folder = Path(spec.folder).expanduser()
     root = resolve_data_dir(data_dir)
-    if root is None:
-        return None
-    path = root / spec.mirror_folder / f"{split}.parquet"
+    if root is not None:
+        folder = dataset_folder(spec, root)
+    elif not folder.is_absolute():
+        return None  # a folder relative to a data directory, and there is none
+    path = folder / f"{split}.parquet"
     return path if path.is_file() else None
 
 
@@ -86,13 +95,13 @@ def content_fingerprint(path: Path) -> str:
     return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def load_split(name: str, split: str, data_dir: str | None) -> datasets.Dataset:
+def load_split(spec: DatasetSpec, split: str, data_dir: str | None) -> datasets.Dataset:
     """Load one split of a dataset as a Hugging Face ``Dataset``.
 
     Parameters
     ----------
-    name : str
-        Dataset name (a key of :data:`~fedhyper.data.registry.DATASETS`).
+    spec : DatasetSpec
+        The dataset.
     split : str
         Split name, e.g. ``"train"`` or ``"test"``.
     data_dir : str or None
@@ -105,18 +114,17 @@ def load_split(name: str, split: str, data_dir: str | None) -> datasets.Dataset:
 
     Raises
     ------
-    ConfigError
-        If ``name`` is not a known dataset.
     DatasetUnavailableError
         If neither the mirror nor the hub provides the split.
 
     """
-    spec = get_spec(name)
     path = mirror_file(spec, split, data_dir)
     if path is not None:
         return _as_dataset(datasets.load_dataset("parquet", data_files=str(path), split="train"))
 
-    if split not in spec.hub_splits:
+    if not spec.hub_name:
+        hub_problem = "dataset.hub_name is empty"
+    elif split not in spec.hub_splits:
         hub_problem = f"it has no {split!r} split, only {', '.join(spec.hub_splits)}"
     else:
         try:
@@ -126,19 +134,19 @@ def load_split(name: str, split: str, data_dir: str | None) -> datasets.Dataset:
         except Exception as exc:
             hub_problem = " ".join(f"{type(exc).__name__}: {exc}".split())
         else:
-            for hub_column, column in spec.hub_renames:
-                dataset = dataset.rename_column(hub_column, column)
+            if spec.hub_label_column:
+                dataset = dataset.rename_column(spec.hub_label_column, spec.label_column)
             return dataset
 
-    tried = ", ".join(
-        str(directory / spec.mirror_folder / f"{split}.parquet")
-        for directory in [*_explicit_data_dirs(data_dir), *_default_data_dirs()]
-    )
+    directories = [*_explicit_data_dirs(data_dir), *_default_data_dirs()]
+    # An absolute folder is the same under every directory: name it once.
+    folders = dict.fromkeys(str(dataset_folder(spec, directory)) for directory in directories)
+    tried = ", ".join(f"{folder}/{split}.parquet" for folder in folders)
     raise DatasetUnavailableError(
-        f"dataset {name!r} split {split!r} is unavailable: no mirror file (tried {tried}) "
+        f"dataset {spec.name!r} split {split!r} is unavailable: no mirror file (tried {tried}) "
         f"and the hub dataset {spec.hub_name!r} is unusable ({hub_problem}). Fix: set "
         f"{ENV_DATA_DIR} or dataset.data_dir to the folder that holds "
-        f"'{spec.mirror_folder}/', or allow access to the Hugging Face hub."
+        f"'{spec.folder or spec.name}/', or allow access to the Hugging Face hub."
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -27,18 +28,25 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
-from fedhyper.data.registry import (
-    SHAKESPEARE_UNKNOWN_INDEX,
-    SHAKESPEARE_VOCAB,
-    DatasetSpec,
-    get_spec,
-)
+from fedhyper.config import DatasetSpec
 from fedhyper.data.source import content_fingerprint, load_split, mirror_file, resolve_data_dir
 
 ENV_CACHE_DIR = "FEDHYPER_CACHE_DIR"
 # Part of every cache file name: bump it whenever decoding changes so that files
 # written by older code are ignored instead of loaded.
 CACHE_FORMAT = 1
+# The spec fields that determine the decoded tensors: part of every cache key, so that
+# a changed column, shape or vocabulary never loads tensors decoded under another.
+_DECODING_FIELDS = (
+    "hub_label_column",
+    "modality",
+    "input_column",
+    "label_column",
+    "natural_id_column",
+    "num_classes",
+    "input_shape",
+    "vocabulary",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ class TensorSplit:
     Attributes
     ----------
     inputs : torch.Tensor
-        ``uint8``; NxCxHxW pixels for images, Nx80 vocabulary indices for text.
+        ``uint8``; NxCxHxW pixels for images, NxL vocabulary indices for text.
     labels : torch.Tensor
         ``int64`` class indices, shape N.
     natural_ids : list of str or None
@@ -79,14 +87,14 @@ def resolve_cache_dir(configured: str | None) -> Path:
 
 
 def load_tensors(
-    name: str, split: str, data_dir: str | None = None, cache_dir: str | None = None
+    spec: DatasetSpec, split: str, data_dir: str | None = None, cache_dir: str | None = None
 ) -> TensorSplit:
     """Return a split as tensors, decoding it at most once per cache directory.
 
     Parameters
     ----------
-    name : str
-        Dataset name (a key of :data:`~fedhyper.data.registry.DATASETS`).
+    spec : DatasetSpec
+        The dataset.
     split : str
         Split name, e.g. ``"train"``.
     data_dir : str or None
@@ -101,44 +109,43 @@ def load_tensors(
 
     Raises
     ------
-    ConfigError
-        If ``name`` is not a known dataset.
     DatasetUnavailableError
         If the split is neither in the mirror nor on the hub.
 
     """
-    get_spec(name)  # fail on unknown names before touching any directory
     root = resolve_data_dir(data_dir)
     # Memoise on resolved paths so that env or cwd changes cannot return stale data.
     return _load_memoised(
-        name, split, str(root) if root else None, str(resolve_cache_dir(cache_dir))
+        spec, split, str(root) if root else None, str(resolve_cache_dir(cache_dir))
     )
 
 
 @functools.lru_cache(maxsize=16)
-def _load_memoised(name: str, split: str, data_dir: str | None, cache_dir: str) -> TensorSplit:
-    spec = get_spec(name)
+def _load_memoised(
+    spec: DatasetSpec, split: str, data_dir: str | None, cache_dir: str
+) -> TensorSplit:
     parquet = mirror_file(spec, split, data_dir)
     dataset = None
     if parquet is not None:
         # The manifest's hash identifies the file, so a cache hit never reads the Parquet.
         fingerprint = content_fingerprint(parquet)
     else:
-        dataset = load_split(name, split, data_dir)  # hub copy, or DatasetUnavailableError
+        dataset = load_split(spec, split, data_dir)  # hub copy, or DatasetUnavailableError
         files = [Path(entry["filename"]) for entry in dataset.cache_files]
         fingerprint = "hub:" + "|".join(content_fingerprint(file) for file in files)
-    cache_file = _cache_file(Path(cache_dir), name, split, fingerprint)
+    cache_file = _cache_file(Path(cache_dir), spec, split, fingerprint)
     cached = _read_cache(cache_file)
     if cached is not None:
         return cached
     if dataset is None:
-        dataset = load_split(name, split, data_dir)
+        dataset = load_split(spec, split, data_dir)
     return _write_cache(cache_file, _decode(spec, dataset))
 
 
-def _cache_file(cache_dir: Path, name: str, split: str, fingerprint: str) -> Path:
-    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    return cache_dir / f"{name}-{split}-{digest}-v{CACHE_FORMAT}.pt"
+def _cache_file(cache_dir: Path, spec: DatasetSpec, split: str, fingerprint: str) -> Path:
+    decoding = json.dumps({key: getattr(spec, key) for key in _DECODING_FIELDS}, sort_keys=True)
+    digest = hashlib.sha256(f"{fingerprint}|{decoding}".encode()).hexdigest()[:16]
+    return cache_dir / f"{spec.name}-{split}-{digest}-v{CACHE_FORMAT}.pt"
 
 
 def _read_cache(path: Path) -> TensorSplit | None:
@@ -186,13 +193,13 @@ def _decode(spec: DatasetSpec, dataset: datasets.Dataset) -> TensorSplit:
         # np.array copies: Arrow's zero-copy NumPy views are read-only.
         labels = torch.from_numpy(np.array(table.column(spec.label_column), dtype=np.int64))
     else:
-        inputs = _encode_text(table.column(spec.input_column), spec.input_shape[0], spec.name)
-        labels = _encode_text(table.column(spec.label_column), 1, spec.name).reshape(-1)
+        inputs = _encode_text(spec, table.column(spec.input_column), spec.input_shape[0])
+        labels = _encode_text(spec, table.column(spec.label_column), 1).reshape(-1)
         labels = labels.to(torch.int64)
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < spec.num_classes:
         raise ValueError(f"{spec.name}: labels outside 0..{spec.num_classes - 1}")
     natural_ids = None
-    if spec.natural_id_column is not None:
+    if spec.natural_id_column:
         natural_ids = table.column(spec.natural_id_column).to_pylist()
     return TensorSplit(inputs, labels, natural_ids)
 
@@ -216,26 +223,27 @@ def _decode_images(spec: DatasetSpec, column: pa.ChunkedArray) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _vocabulary_table() -> npt.NDArray[np.uint8]:
-    """Map every ASCII code point to its vocabulary index (unknown -> fixed index)."""
-    table = np.full(128, SHAKESPEARE_UNKNOWN_INDEX, dtype=np.uint8)
-    table[[ord(char) for char in SHAKESPEARE_VOCAB]] = np.arange(len(SHAKESPEARE_VOCAB))
+def _vocabulary_table(vocabulary: str) -> npt.NDArray[np.int64]:
+    """Map every code point up to the vocabulary's largest to its index (unknown: last)."""
+    codes = [ord(char) for char in vocabulary]
+    table = np.full(max(codes) + 1, len(vocabulary) - 1, dtype=np.int64)
+    table[codes] = np.arange(len(vocabulary))
     return table
 
 
-def _encode_text(column: pa.ChunkedArray, length: int, name: str) -> torch.Tensor:
+def _encode_text(spec: DatasetSpec, column: pa.ChunkedArray, length: int) -> torch.Tensor:
     """Turn equal-length strings into an Nxlength uint8 tensor of vocabulary indices."""
     lengths = pc.utf8_length(column)
     if len(column) and (pc.min(lengths).as_py() != length or pc.max(lengths).as_py() != length):
-        raise ValueError(f"{name}: expected strings of exactly {length} characters")
+        raise ValueError(f"{spec.name}: expected strings of exactly {length} characters")
     # One code point per element, whatever the characters: vectorised lookup below.
     code_points = np.frombuffer("".join(column.to_pylist()).encode("utf-32-le"), np.uint32)
+    table = _vocabulary_table(spec.vocabulary)
+    unknown = len(spec.vocabulary) - 1
     indices = np.where(
-        code_points < 128,
-        _vocabulary_table()[np.minimum(code_points, 127)],
-        SHAKESPEARE_UNKNOWN_INDEX,
-    ).astype(np.uint8)
-    return torch.from_numpy(indices.reshape(len(column), length))
+        code_points < len(table), table[np.minimum(code_points, len(table) - 1)], unknown
+    )
+    return torch.from_numpy(indices.astype(np.uint8).reshape(len(column), length))
 
 
 def to_float_inputs(spec: DatasetSpec, inputs: torch.Tensor) -> torch.Tensor:
@@ -254,7 +262,7 @@ def to_float_inputs(spec: DatasetSpec, inputs: torch.Tensor) -> torch.Tensor:
         ``float32`` tensor of the same shape.
 
     """
-    if spec.mean is None or spec.std is None:
+    if not spec.mean or not spec.std:
         raise ValueError(f"{spec.name} has no image normalisation")
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)

@@ -6,17 +6,16 @@ SL/Decay-SL, to the clients' next learning rate. The client rule
 No Flower imports: the strategies and clients wire these in.
 """
 
-from fedhyper.rules.base import ServerRule, ServerStep
+from fedhyper.rules.base import ServerRule, ServerStep, apply_rule
 from fedhyper.rules.client_lr import HypergradientLocalLR
 from fedhyper.rules.decay import DecayGlobal, DecayLocal
-from fedhyper.rules.fedexp import FedExP, fedexp_step_size
+from fedhyper.rules.fedexp import FedExP
 from fedhyper.rules.global_lr import GlobalLR, UniversalGlobalLR
 from fedhyper.rules.hypergradient import hypergradient_signal
 from fedhyper.rules.momentum import GlobalMomentumLR, accumulator_for_global_lr
 from fedhyper.rules.plain import Plain
 from fedhyper.rules.server_local_lr import ServerLocalLR
 from fedhyper.rules.vector import (
-    add_scaled,
     clone_list,
     cosine,
     inner,
@@ -39,10 +38,9 @@ __all__ = [
     "ServerStep",
     "UniversalGlobalLR",
     "accumulator_for_global_lr",
-    "add_scaled",
+    "apply_rule",
     "clone_list",
     "cosine",
-    "fedexp_step_size",
     "hypergradient_signal",
     "inner",
     "scaled",

@@ -9,7 +9,7 @@ Rules know nothing about Flower or models: they see lists of tensors only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from fedhyper.rules.vector import clone_list
 
-__all__ = ["ServerRule", "ServerStep", "require_keys", "restore_tensors"]
+__all__ = ["ServerRule", "ServerStep", "apply_rule", "require_keys", "restore_tensors"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,45 @@ class ServerRule(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state produced by :meth:`state_dict` (tensors are copied in)."""
+
+
+def apply_rule(
+    rule: ServerRule,
+    current: Mapping[str, Tensor],
+    averaged: Mapping[str, Tensor],
+    keys: Sequence[str],
+) -> tuple[dict[str, Tensor], ServerStep, list[Tensor]]:
+    r"""Move :math:`w_t` by the rule's step on the clients' average: a round's server update.
+
+    Parameters
+    ----------
+    rule
+        The server rule; it consumes :math:`\Delta_t`.
+    current
+        :math:`w_t`: every ``state_dict`` entry of the model sent out this round.
+    averaged
+        The clients' average of every entry.
+    keys
+        The trainable floating-point keys, in model order.
+
+    Returns
+    -------
+    new_state : dict of str to Tensor
+        :math:`w_{t+1}`: ``current + update`` over ``keys``, the average elsewhere
+        (buffers), each entry in ``current``'s dtype.
+    step : ServerStep
+        What the rule decided.
+    delta : list of Tensor
+        :math:`\Delta_t = \text{averaged} - w_t` over ``keys``.
+
+    """
+    delta = [averaged[key] - current[key] for key in keys]
+    step = rule.step(delta)
+    new_state = dict(averaged)
+    for key, update in zip(keys, step.update, strict=True):
+        new_state[key] = current[key] + update
+    # Averages promote integer buffers to float; keep the model's dtypes.
+    return {key: value.to(current[key].dtype) for key, value in new_state.items()}, step, delta
 
 
 def require_keys(state: dict[str, Any], *keys: str) -> None:

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "add_scaled",
     "clone_list",
     "cosine",
     "inner",
@@ -107,24 +106,6 @@ def cosine(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
     if denominator == 0.0:
         return 0.0
     return inner(a, b) / denominator
-
-
-def add_scaled(target: Sequence[Tensor], other: Sequence[Tensor], scale: float) -> None:
-    r"""In-place axpy: ``target <- target + scale * other``.
-
-    Parameters
-    ----------
-    target
-        Tensors updated in place.
-    other
-        Tensors of matching shapes; not modified.
-    scale
-        Scalar multiplier of ``other``.
-
-    """
-    _check_pair(target, other)
-    with torch.no_grad():
-        torch._foreach_add_(list(target), list(other), alpha=scale)
 
 
 def scaled(a: Sequence[Tensor], scale: float) -> list[Tensor]:
