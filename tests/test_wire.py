@@ -140,6 +140,7 @@ def _spelled_keys() -> set[str]:
 NOT_MESSAGE_KEYS = {
     ("benchmarks/speed.py", "config"): "the name of a case in the result file",
     ("benchmarks/plots.py", "lr"): "a kind of plot",
+    ("benchmarks/maid.py", "steps"): "a field of the MAID result file",
 }
 """Literals equal to a message key that mean something else."""
 
