@@ -12,7 +12,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedhyper.rules import FedExP, ServerRule
-from fedhyper.wire import ARRAYS_RECORD, PREVIOUS_DELTA_RECORD, ServerStep, TrainInstruction
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    PREVIOUS_DELTA_RECORD,
+    ServerStep,
+    TrainInstruction,
+    client_rule_means,
+)
 
 
 def trainable_delta(
@@ -50,11 +56,12 @@ class RuleStrategy(FedAvg):
     """FedAvg's sampling and averaging, then a :class:`~fedhyper.rules.ServerRule` step.
 
     With ``Δ_t = average − w_t`` over the trainable floating-point parameters, the new
-    global model is ``w_t + rule.step(Δ_t).update``; buffers (BatchNorm statistics,
-    counters) take the plain average. When the rule schedules the clients' learning
-    rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``, the LR clients
-    train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}`` travels to the clients
-    as a second ArrayRecord (FedHyper-CL).
+    global model is ``w_t + rule.step(Δ_t).update``, after the rule has observed the
+    clients' mean client-rule reports (:meth:`ServerRule.observe_reports`); buffers
+    (BatchNorm statistics, counters) take the plain average. When the rule schedules the
+    clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
+    the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
+    travels to the clients as a second ArrayRecord (FedHyper-CL).
 
     Parameters
     ----------
@@ -111,6 +118,8 @@ class RuleStrategy(FedAvg):
             return averaged, metrics
         if isinstance(self.rule, FedExP):
             self._observe_clients(replies, current)
+        if metrics is not None:
+            self.rule.observe_reports(client_rule_means(metrics))
         delta = trainable_delta(averaged, current, self.trainable_keys)
         step = self.rule.step(delta)
         scheduled_lr = self.client_lr

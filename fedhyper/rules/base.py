@@ -9,7 +9,7 @@ Rules know nothing about Flower or models: they see lists of tensors only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,18 @@ class ServerRule(ABC):
         delta
             :math:`\Delta_t`, new minus old. Not modified; the rule keeps its own copy
             if it needs one next round.
+
+        """
+
+    # An optional hook, not abstract: most rules read nothing but the averaged update.
+    def observe_reports(self, means: Mapping[str, float]) -> None:  # noqa: B027
+        """Take the round's client-rule reports, before :meth:`step`; ignored by default.
+
+        Parameters
+        ----------
+        means
+            Each key the clients' rule reported, mapped to its mean over the round's
+            clients, weighted as their models are averaged.
 
         """
 
