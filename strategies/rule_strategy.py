@@ -61,7 +61,9 @@ class RuleStrategy(FedAvg):
     (BatchNorm statistics, counters) take the plain average. When the rule schedules the
     clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
-    travels to the clients as a second ArrayRecord (FedHyper-CL).
+    travels to the clients as a second ArrayRecord (FedHyper-CL); a rule that
+    :attr:`~fedhyper.rules.ServerRule.sends_applied_step` sends the step it applied,
+    ``w_t − w_{t−1}``, instead.
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ class RuleStrategy(FedAvg):
         super().__init__(**fedavg_kwargs)
         self.rule = rule
         self.trainable_keys = list(trainable_keys)
-        self.send_previous_delta = send_previous_delta
+        self.send_previous_delta = send_previous_delta or rule.sends_applied_step
         self.client_lr = rule.initial_client_lr()
         self.previous_delta: list[torch.Tensor] | None = None
         self._current: dict[str, torch.Tensor] | None = None
@@ -131,7 +133,7 @@ class RuleStrategy(FedAvg):
         if step.client_lr is not None:
             self.client_lr = step.client_lr
         if self.send_previous_delta:
-            self.previous_delta = delta
+            self.previous_delta = step.update if self.rule.sends_applied_step else delta
         metrics = metrics if metrics is not None else MetricRecord()
         metrics.update(ServerStep(step.global_lr, step.hypergradient, scheduled_lr).to_record())
         return ArrayRecord(new_state), metrics

@@ -6,8 +6,11 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 from torch import Tensor
 
 from fedhyper.checkpoint import load_checkpoint, resume_experiment
@@ -15,10 +18,21 @@ from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError
 from fedhyper.history import read_history
 from fedhyper.rules import AutoLR, DescentCosine, GlobalLR, ServerRule
-from fedhyper.rules.auto import DESCENT_COSINE_REPORT
+from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT
 from fedhyper.training import train_local
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    GLOBAL_LR_KEY,
+    HYPERGRADIENT_KEY,
+    METRICS_RECORD,
+    PREVIOUS_DELTA_RECORD,
+    TrainInstruction,
+    TrainReport,
+)
+from strategies.rule_strategy import RuleStrategy
 from tests.inprocess import comparable, run_in_process
 from tests.test_reliability import config, same_weights
+from tests.test_strategies import KEYS, SAMPLING, FixedNodes, model
 
 ROOT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -85,6 +99,53 @@ def test_the_clients_reports_carry_their_descent_cosine() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
 
 
+def _reply(weights: list[float], examples: int, report: dict[str, float]) -> Message:
+    record = TrainReport.from_lrs(examples, 0.0, [0.01], report).to_record()
+    content = RecordDict({ARRAYS_RECORD: model(weights), METRICS_RECORD: MetricRecord(record)})
+    return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+def _round(
+    strategy: RuleStrategy, server_round: int, current: ArrayRecord, replies: list[Message]
+) -> tuple[ArrayRecord, MetricRecord, list[Message]]:
+    instruction = TrainInstruction.from_experiment(compose_config([]), server_round, 0)
+    record = ConfigRecord(instruction.to_record())
+    messages = list(strategy.configure_train(server_round, current, record, FixedNodes(2)))
+    new, metrics = strategy.aggregate_train(server_round, replies)
+    assert new is not None and metrics is not None
+    return new, metrics, messages
+
+
+def test_the_clients_global_cosine_drives_alpha_against_the_applied_step() -> None:
+    # Messages carry their sender; set it as Flower's in-process simulation does.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.0, global_signal="clients")
+    assert rule.sends_applied_step and not plain().sends_applied_step
+    strategy = RuleStrategy(rule, KEYS, **SAMPLING)
+    # Round 1: no step applied yet, no global cosine: alpha 1, w_1 = [1, 3].
+    first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}) for _ in range(2)]
+    w1, metrics, messages = _round(strategy, 1, model([0.0, 0.0]), first)
+    assert PREVIOUS_DELTA_RECORD not in messages[0].content
+    assert (metrics[GLOBAL_LR_KEY], metrics[HYPERGRADIENT_KEY]) == (1.0, 0.0)
+    # Round 2: the clients get d_1 = [1, 3] and report 0.4 (1 example) and 0.8 (3): the
+    # weighted mean 0.7 moves alpha, not cos(delta_2, delta_1) = cos([1, 0], [1, 3]).
+    second = [
+        _reply([2.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0, GLOBAL_COSINE_REPORT: 0.4}),
+        _reply([2.0, 3.0], 3, {DESCENT_COSINE_REPORT: 0.0, GLOBAL_COSINE_REPORT: 0.8}),
+    ]
+    w2, metrics, messages = _round(strategy, 2, w1, second)
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
+    np.testing.assert_allclose(sent["w"].numpy(), [1.0, 3.0])
+    alpha = math.exp(0.5 * 0.7)
+    assert metrics[HYPERGRADIENT_KEY] == pytest.approx(0.7)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(alpha)
+    np.testing.assert_allclose(w2["w"].numpy(), [1.0 + alpha, 3.0], rtol=1e-6)
+    # Round 3 sends the step applied in round 2, alpha [1, 0], not the update [1, 0].
+    _, _, messages = _round(strategy, 3, w2, second)
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
+    np.testing.assert_allclose(sent["w"].numpy(), [alpha, 0.0], rtol=1e-6)
+
+
 def test_server_signal_drives_the_client_lr() -> None:
     rule = plain(local_hyper_lr=1.0, local_signal="server", initial_client_lr=0.01)
     rule.observe_local_signal(1.0)  # not used
@@ -126,6 +187,7 @@ def test_invalid_settings_are_rejected() -> None:
         {"momentum": 1.0},
         {"smoothing": -0.1},
         {"local_signal": "both"},
+        {"global_signal": "both"},
         {"lr_bounds": (0.0, 1.0)},
         {"initial_client_lr": 0.0},
     ):
@@ -207,6 +269,27 @@ def test_descent_cosine_by_hand() -> None:
     assert meter.count == 2
     assert meter.mean == pytest.approx(ROOT_HALF / 2)
     assert meter.report() == {DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF / 2)}
+    assert meter.global_cosine is None
+
+
+def test_the_global_cosine_by_hand() -> None:
+    """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])])
+    # s_1 = -g_1 = [-1, 0]; g_2 = [1, -1] gives the descent cosine cos([-1, 1], s_1).
+    for grad in ([1.0, 0.0], [1.0, -1.0]):
+        weight.grad = torch.tensor(grad)
+        meter.before_step()
+        optimizer.step()
+        meter.after_step()
+    assert meter.global_cosine == pytest.approx(-ROOT_HALF)
+    assert meter.report() == {
+        DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF),
+        GLOBAL_COSINE_REPORT: pytest.approx(-ROOT_HALF),
+    }
+    with pytest.raises(ValueError, match="shapes"):
+        DescentCosine([weight], [torch.zeros(3)])
 
 
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
@@ -255,17 +338,22 @@ def test_clients_train_with_the_lr_fedhyper_auto_schedules(tmp_path: Path) -> No
     assert history[-1]["scheduled_client_lr"] > 0.001
 
 
-def test_fedhyper_auto_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal", ["server", "clients"])
+def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    run_in_process(config("strategy=fedhyper_auto", "num_rounds=3"), straight)
-    run_in_process(config("strategy=fedhyper_auto", "num_rounds=2"), interrupted)
+    overrides = ("strategy=fedhyper_auto", f"strategy.global_signal={signal}")
+    run_in_process(config(*overrides, "num_rounds=3"), straight)
+    run_in_process(config(*overrides, "num_rounds=2"), interrupted)
     assert load_checkpoint(interrupted).server_round == 2
     resumed = resume_experiment(
         compose_config([f"resume={interrupted}", "num_rounds=3"]), ["resume", "num_rounds"]
     )
     run_in_process(resumed, interrupted)
     assert same_weights(straight, interrupted)
-    assert comparable(read_history(interrupted)) == comparable(read_history(straight))
+    history = read_history(interrupted)
+    assert comparable(history) == comparable(read_history(straight))
+    # From round 2 on, the global LR follows a signal in either mode.
+    assert history[0]["global_lr"] == 1.0 and history[2]["global_lr"] != 1.0
 
 
 @pytest.mark.parametrize(
@@ -273,6 +361,7 @@ def test_fedhyper_auto_resumes_exactly(tmp_path: Path) -> None:
     [
         (["strategy=fedhyper_auto", "client_rule=constant"], "client_rule", "descent_cosine"),
         (["strategy=fedhyper_auto", "strategy.local_signal=both"], "local_signal", "server"),
+        (["strategy=fedhyper_auto", "strategy.global_signal=both"], "global_signal", "clients"),
         (["strategy=fedhyper_auto", "strategy.signal_smoothing=1"], "signal_smoothing", "[0"),
         (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
         (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "10]"),

@@ -13,7 +13,9 @@ Ingredients, each with its own off switch (``0`` or ``False``):
 
 * the global signal :math:`\cos(\Delta_t, d_{t-1})` against the direction :math:`d` the
   server applied last round, the hypergradient of the loss with respect to the global
-  LR up to a positive factor;
+  LR up to a positive factor; or, measured by the clients, Baydin et al.'s exact
+  hypergradient :math:`\cos(-\nabla f_i(w_t), d_{t-1})`, which does not depend on the
+  clients' optimiser;
 * its exponential average over rounds (partial participation makes it noisy);
 * server momentum on the updates, as an exponential average, so that the global LR
   keeps its meaning (a steady :math:`\Delta` moves the model by :math:`\alpha\Delta`);
@@ -35,13 +37,26 @@ from torch import Tensor
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
 
-__all__ = ["DESCENT_COSINE_REPORT", "LOCAL_SIGNALS", "AutoLR", "bounded_cosine"]
+__all__ = [
+    "DESCENT_COSINE_REPORT",
+    "GLOBAL_COSINE_REPORT",
+    "GLOBAL_SIGNALS",
+    "LOCAL_SIGNALS",
+    "AutoLR",
+    "bounded_cosine",
+]
+
+GLOBAL_SIGNALS = ("server", "clients")
+"""What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
 LOCAL_SIGNALS = ("clients", "server")
 """What drives the clients' LR: their reported descent cosine, or the global signal."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
+
+GLOBAL_COSINE_REPORT = "global-cosine"
+r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
 _STATE_KEYS = ("alpha", "client_lr", "signal_average", "signals", "rounds", "direction")
 
@@ -81,6 +96,12 @@ class AutoLR(ServerRule):
     two LRs move additively instead, :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t`
     and :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
 
+    With ``global_signal="clients"``, :math:`s_t` is instead the clients' mean
+    :math:`\cos(-\nabla f_i(w_t), d_{t-1})` of round :math:`t` on their first
+    mini-batch, against the step :math:`d_{t-1} = w_t - w_{t-1}` the server applied
+    (:attr:`sends_applied_step`; passed in by :meth:`observe_reports`; none at
+    :math:`t = 0` or when no client sent one).
+
     Every input enters through a cosine, so multiplying all updates by a constant, or
     repeating the parameter vector, leaves the LR trajectory unchanged.
 
@@ -102,6 +123,8 @@ class AutoLR(ServerRule):
         Multiplicative steps (default) or additive ones.
     local_signal
         ``"clients"`` or ``"server"``, see above.
+    global_signal
+        ``"server"`` or ``"clients"``, see above.
     lr_bounds
         :math:`(\alpha_{\min}, \alpha_{\max})`, positive.
     client_lr_bounds
@@ -112,7 +135,7 @@ class AutoLR(ServerRule):
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, or an unknown
-        ``local_signal``.
+        ``local_signal`` or ``global_signal``.
 
     """
 
@@ -128,6 +151,7 @@ class AutoLR(ServerRule):
         local_signal: str = "clients",
         lr_bounds: tuple[float, float] = (0.1, 10.0),
         client_lr_bounds: tuple[float, float] = (0.01, 100.0),
+        global_signal: str = "server",
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -140,6 +164,10 @@ class AutoLR(ServerRule):
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
         if local_signal not in LOCAL_SIGNALS:
             raise ValueError(f"local_signal must be one of {LOCAL_SIGNALS}, got {local_signal!r}")
+        if global_signal not in GLOBAL_SIGNALS:
+            raise ValueError(
+                f"global_signal must be one of {GLOBAL_SIGNALS}, got {global_signal!r}"
+            )
         self.base_client_lr = float(initial_client_lr)
         self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
         self.global_hyper_lr = float(global_hyper_lr)
@@ -148,6 +176,7 @@ class AutoLR(ServerRule):
         self.smoothing = float(smoothing)
         self.log_space = log_space
         self.local_signal = local_signal
+        self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
         self._signal_average = 0.0
@@ -155,6 +184,7 @@ class AutoLR(ServerRule):
         self._rounds = 0
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
+        self._pending_global_signal: float | None = None
 
     @property
     def alpha(self) -> float:
@@ -165,6 +195,11 @@ class AutoLR(ServerRule):
     def client_lr(self) -> float:
         r"""The clients' LR for the next round (:math:`\eta_0` before any round)."""
         return self._client_lr
+
+    @property
+    def sends_applied_step(self) -> bool:
+        """Whether the clients need :math:`d_{t-1}` to measure the global signal."""
+        return self.global_signal == "clients"
 
     def initial_client_lr(self) -> float:
         r"""Return :math:`\eta_0`, the clients' LR in the first round."""
@@ -179,19 +214,22 @@ class AutoLR(ServerRule):
         self._pending_local_signal = bounded_cosine(cosine)
 
     def observe_reports(self, means: Mapping[str, float]) -> None:
-        """Take the clients' mean descent cosine from their reports, when they sent one."""
+        """Take the clients' mean cosines from their reports, when they sent them."""
         if DESCENT_COSINE_REPORT in means:
             self.observe_local_signal(means[DESCENT_COSINE_REPORT])
+        if GLOBAL_COSINE_REPORT in means:
+            self._pending_global_signal = bounded_cosine(means[GLOBAL_COSINE_REPORT])
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         smoothed = 0.0
-        if self._direction is not None:
-            signal = bounded_cosine(hypergradient_signal(delta, self._direction, normalised=True))
+        signal = self._global_signal(delta)
+        if signal is not None:
             smoothed = self._smooth(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
         local = self._pending_local_signal if self.local_signal == "clients" else smoothed
         self._pending_local_signal = 0.0
+        self._pending_global_signal = None
         self._client_lr = self._move(
             self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
         )
@@ -207,6 +245,13 @@ class AutoLR(ServerRule):
         return ServerStep(
             update=update, global_lr=self._alpha, client_lr=self._client_lr, hypergradient=smoothed
         )
+
+    def _global_signal(self, delta: Sequence[Tensor]) -> float | None:
+        if self.global_signal == "clients":
+            return self._pending_global_signal
+        if self._direction is None:
+            return None
+        return bounded_cosine(hypergradient_signal(delta, self._direction, normalised=True))
 
     def _smooth(self, signal: float) -> float:
         self._signals += 1

@@ -80,6 +80,15 @@ class ServerRule(ABC):
 
         """
 
+    @property
+    def sends_applied_step(self) -> bool:
+        r"""Whether the clients need the step applied last round, :math:`w_t - w_{t-1}`.
+
+        The strategy then sends it as the previous-delta record instead of the unscaled
+        :math:`\Delta_{t-1}`.
+        """
+        return False
+
     def initial_client_lr(self) -> float | None:
         """Local learning rate for the first round, or ``None`` if the rule does not set it."""
         return None

@@ -8,7 +8,7 @@ from clients.rules.descent_cosine import NAME as DESCENT_COSINE
 from fedhyper.checks import at_least, in_range, one_of, ordered, positive
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.methods import Method, register_method
-from fedhyper.rules.auto import LOCAL_SIGNALS, AutoLR
+from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
 from strategies.factory import rule_strategy
 
 
@@ -20,6 +20,10 @@ class AutoParams(StrategyConfig):
     ----------
     hyper_lr : float
         β_g, the log-step of the global LR per unit of its cosine signal.
+    global_signal : str
+        What the global LR follows: ``server`` (the cosine of this round's update with
+        the last step) or ``clients`` (their gradients' cosine with the last step, on
+        their first mini-batch; the server sends them that step).
     global_lr_min, global_lr_max : float
         Bounds of the global LR α.
     server_momentum : float
@@ -39,6 +43,7 @@ class AutoParams(StrategyConfig):
     """
 
     hyper_lr: float = 0.5
+    global_signal: str = "server"
     global_lr_min: float = 0.1
     global_lr_max: float = 10.0
     server_momentum: float = 0.9
@@ -70,6 +75,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     in_range("strategy.server_momentum", params.server_momentum, 0.0, 1.0, closed_high=False)
     in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
     one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNALS)
+    one_of("strategy.global_signal", params.global_signal, GLOBAL_SIGNALS)
     # η_0 lies within its bounds, as SL's.
     in_range(
         "strategy.local_lr_min_factor", params.local_lr_min_factor, 1e-12, 1.0, closed_high=True
@@ -89,6 +95,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         local_signal=params.local_signal,
         lr_bounds=(params.global_lr_min, params.global_lr_max),
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
+        global_signal=params.global_signal,
     )
 
 
