@@ -643,6 +643,33 @@ class ServerStep:
         return record
 
 
+def client_rule_means(aggregate: Mapping[str, Any]) -> dict[str, float]:
+    """Return the client rule's figures out of a round's aggregated training metrics.
+
+    Flower's FedAvg averages every reply metric with the aggregation's weights, so each
+    value is the clients' mean of what their rule reported under that key.
+
+    Parameters
+    ----------
+    aggregate : mapping
+        The strategy's weighted average of the round's :class:`TrainReport` records.
+
+    Returns
+    -------
+    dict of str to float
+        ``{key: mean}`` for every key of :meth:`TrainReport.client_rule_report`.
+
+    Raises
+    ------
+    WireFormatError
+        For a client-rule figure that is not a number.
+
+    """
+    return _Reader(aggregate, "aggregated training metrics").take_prefixed_numbers(
+        CLIENT_RULE_PREFIX
+    )
+
+
 @dataclass(frozen=True)
 class RoundTraining:
     """A round's aggregated training metrics, as the strategy returns them.

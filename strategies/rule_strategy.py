@@ -12,7 +12,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedhyper.rules import FedExP, ServerRule, apply_rule
-from fedhyper.wire import ARRAYS_RECORD, PREVIOUS_DELTA_RECORD, ServerStep, TrainInstruction
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    PREVIOUS_DELTA_RECORD,
+    ServerStep,
+    TrainInstruction,
+    client_rule_means,
+)
 
 
 def trainable_delta(
@@ -50,11 +56,14 @@ class RuleStrategy(FedAvg):
     """FedAvg's sampling and averaging, then a :class:`~fedhyper.rules.ServerRule` step.
 
     With ``Δ_t = average − w_t`` over the trainable floating-point parameters, the new
-    global model is ``w_t + rule.step(Δ_t).update``; buffers (BatchNorm statistics,
-    counters) take the plain average. When the rule schedules the clients' learning
-    rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``, the LR clients
-    train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}`` travels to the clients
-    as a second ArrayRecord (FedHyper-CL).
+    global model is ``w_t + rule.step(Δ_t).update``, after the rule has observed the
+    clients' mean client-rule reports (:meth:`ServerRule.observe_reports`); buffers
+    (BatchNorm statistics, counters) take the plain average. When the rule schedules the
+    clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
+    the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
+    travels to the clients as a second ArrayRecord (FedHyper-CL); a rule that
+    :attr:`~fedhyper.rules.ServerRule.sends_applied_step` sends the step it applied,
+    ``w_t − w_{t−1}``, instead.
 
     Parameters
     ----------
@@ -80,7 +89,7 @@ class RuleStrategy(FedAvg):
         super().__init__(**fedavg_kwargs)
         self.rule = rule
         self.trainable_keys = list(trainable_keys)
-        self.send_previous_delta = send_previous_delta
+        self.send_previous_delta = send_previous_delta or rule.sends_applied_step
         self.client_lr = rule.initial_client_lr()
         self.previous_delta: list[torch.Tensor] | None = None
         self._current: dict[str, torch.Tensor] | None = None
@@ -111,6 +120,8 @@ class RuleStrategy(FedAvg):
             return averaged, metrics
         if isinstance(self.rule, FedExP):
             self._observe_clients(replies, current)
+        if metrics is not None:
+            self.rule.observe_reports(client_rule_means(metrics))
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys
         )
@@ -118,7 +129,7 @@ class RuleStrategy(FedAvg):
         if step.client_lr is not None:
             self.client_lr = step.client_lr
         if self.send_previous_delta:
-            self.previous_delta = delta
+            self.previous_delta = step.update if self.rule.sends_applied_step else delta
         metrics = metrics if metrics is not None else MetricRecord()
         metrics.update(ServerStep(step.global_lr, step.hypergradient, scheduled_lr).to_record())
         return ArrayRecord(new_state), metrics

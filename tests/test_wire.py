@@ -24,6 +24,7 @@ from fedhyper.wire import (
     TrainInstruction,
     TrainReport,
     WireFormatError,
+    client_rule_means,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,22 @@ def test_flowers_average_of_the_reports_reads_back() -> None:
     metrics["global_lr"] = 1.0  # a misspelt key
     with pytest.raises(WireFormatError, match="unknown key 'global_lr'"):
         RoundTraining.from_record(metrics)
+
+
+def test_the_client_rules_reports_average_as_the_models_do() -> None:
+    """Weighted by examples: 1 (1/4) + 2 (3/4) = 1.75; the plain mean is 1.5."""
+    replies = [
+        reply(TrainReport.from_lrs(10, 0.2, [0.1], {"multiplier": 1.0})),
+        reply(TrainReport.from_lrs(30, 0.6, [0.1], {"multiplier": 2.0})),
+    ]
+    for key, mean in ((wire.NUM_EXAMPLES_KEY, 1.75), (wire.UNIFORM_WEIGHT_KEY, 1.5)):
+        _, metrics = FedAvg(weighted_by_key=key).aggregate_train(1, replies)
+        assert metrics is not None
+        assert client_rule_means(metrics) == {"multiplier": pytest.approx(mean)}
+    plain = [reply(TrainReport.from_lrs(10, 0.2, [0.1]))]
+    _, metrics = FedAvg(weighted_by_key=wire.NUM_EXAMPLES_KEY).aggregate_train(1, plain)
+    assert metrics is not None
+    assert client_rule_means(metrics) == {}
 
 
 def test_the_federated_evaluation_reads_back_under_either_weighting() -> None:

@@ -68,6 +68,27 @@ class ServerRule(ABC):
 
         """
 
+    # An optional hook, not abstract: most rules read nothing but the averaged update.
+    def observe_reports(self, means: Mapping[str, float]) -> None:  # noqa: B027
+        """Take the round's client-rule reports, before :meth:`step`; ignored by default.
+
+        Parameters
+        ----------
+        means
+            Each key the clients' rule reported, mapped to its mean over the round's
+            clients, weighted as their models are averaged.
+
+        """
+
+    @property
+    def sends_applied_step(self) -> bool:
+        r"""Whether the clients need the step applied last round, :math:`w_t - w_{t-1}`.
+
+        The strategy then sends it as the previous-delta record instead of the unscaled
+        :math:`\Delta_{t-1}`.
+        """
+        return False
+
     def initial_client_lr(self) -> float | None:
         """Local learning rate for the first round, or ``None`` if the rule does not set it."""
         return None

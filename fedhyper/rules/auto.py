@@ -1,0 +1,289 @@
+r"""FedHyper-Auto: scale-free hypergradient schedules of the global and the local LR.
+
+The reference rules add the raw inner product :math:`\langle\Delta_t, \Delta_{t-1}\rangle`
+to a learning rate. Its size is that of :math:`\|\Delta\|^2`, so it depends on the model
+size, the client optimiser and the learning rates themselves: a fixed hyper-LR saturates
+the bounds in one setting and never moves in another. Every signal here is a cosine,
+dimensionless, and every step is relative (in log space, as Baydin et al. 2018's
+normalised multiplicative rule), so one set of defaults means the same thing at any
+scale, and a learning rate 10x off is corrected in as many rounds as one 10% off needs
+for a 10% change.
+
+Ingredients, each with its own off switch (``0`` or ``False``):
+
+* the global signal :math:`\cos(\Delta_t, d_{t-1})` against the direction :math:`d` the
+  server applied last round, the hypergradient of the loss with respect to the global
+  LR up to a positive factor; or, measured by the clients, Baydin et al.'s exact
+  hypergradient :math:`\cos(-\nabla f_i(w_t), d_{t-1})`, which does not depend on the
+  clients' optimiser;
+* its exponential average over rounds (partial participation makes it noisy);
+* server momentum on the updates, as an exponential average, so that the global LR
+  keeps its meaning (a steady :math:`\Delta` moves the model by :math:`\alpha\Delta`);
+* multiplicative (log-space) rather than additive steps;
+* a schedule of the clients' LR from the server, driven by the clients' own
+  hypergradient cosine (:class:`~fedhyper.rules.descent_cosine.DescentCosine`) or by
+  the global signal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
+from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
+
+__all__ = [
+    "DESCENT_COSINE_REPORT",
+    "GLOBAL_COSINE_REPORT",
+    "GLOBAL_SIGNALS",
+    "LOCAL_SIGNALS",
+    "AutoLR",
+    "bounded_cosine",
+]
+
+GLOBAL_SIGNALS = ("server", "clients")
+"""What drives the global LR: the server's cosine of the updates, or the clients' one."""
+
+LOCAL_SIGNALS = ("clients", "server")
+"""What drives the clients' LR: their reported descent cosine, or the global signal."""
+
+DESCENT_COSINE_REPORT = "descent-cosine"
+"""The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
+
+GLOBAL_COSINE_REPORT = "global-cosine"
+r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
+
+_STATE_KEYS = ("alpha", "client_lr", "signal_average", "signals", "rounds", "direction")
+
+
+def bounded_cosine(value: float) -> float:
+    """Return ``value`` clipped to ``[-1, 1]``, or 0 (no move) when it is NaN or infinite.
+
+    A cosine computed from updates near float32's range, or reported by a client whose
+    step overflowed, may be NaN; rounding may put a true cosine of 1 just above 1.
+    """
+    return clip(value, (-1.0, 1.0)) if math.isfinite(value) else 0.0
+
+
+class AutoLR(ServerRule):
+    r"""Scale-free hypergradient descent on the global and the clients' learning rate.
+
+    Round :math:`t = 0, 1, \dots` receives :math:`\Delta_t` (new minus old):
+
+    .. math::
+
+        s_t &= \cos(\Delta_t, m_{t-1}) \quad (t > 0;\ \text{none at } t = 0), \\
+        e_t &= \rho\, e_{t-1} + (1 - \rho)\, s_t, \qquad
+            \hat s_t = e_t / (1 - \rho^{n_t}) \quad (n_t \text{ signals so far}), \\
+        \log\alpha_t &= \operatorname{clip}\bigl(\log\alpha_{t-1} + \beta_g \hat s_t,\
+            \log\alpha_{\min}, \log\alpha_{\max}\bigr), \\
+        m_t &= \mu\, m_{t-1} + (1 - \mu)\, \Delta_t \quad (m_{-1} = 0), \qquad
+            w_{t+1} = w_t + \alpha_t\, m_t / (1 - \mu^{t+1}), \\
+        \log\eta_{t+1} &= \operatorname{clip}\bigl(\log\eta_t + \beta_l c_t,\
+            \log\eta_{\min}, \log\eta_{\max}\bigr),
+
+    where :math:`c_t` is the clients' mean descent cosine of round :math:`t`
+    (``local_signal="clients"``, passed in by :meth:`observe_reports` or
+    :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
+    (``"server"``). With :math:`\mu = 0` the direction
+    :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is :math:`\alpha_t\Delta_t`;
+    the bias correction makes the first steps full-sized. With ``log_space=False`` the
+    two LRs move additively instead, :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t`
+    and :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
+
+    With ``global_signal="clients"``, :math:`s_t` is instead the clients' mean
+    :math:`\cos(-\nabla f_i(w_t), d_{t-1})` of round :math:`t` on their first
+    mini-batch, against the step :math:`d_{t-1} = w_t - w_{t-1}` the server applied
+    (:attr:`sends_applied_step`; passed in by :meth:`observe_reports`; none at
+    :math:`t = 0` or when no client sent one).
+
+    Every input enters through a cosine, so multiplying all updates by a constant, or
+    repeating the parameter vector, leaves the LR trajectory unchanged.
+
+    Parameters
+    ----------
+    initial_lr
+        :math:`\alpha_0`.
+    initial_client_lr
+        :math:`\eta_0`, the clients' LR in the first round.
+    global_hyper_lr
+        :math:`\beta_g`; 0 keeps :math:`\alpha = \alpha_0`.
+    local_hyper_lr
+        :math:`\beta_l`; 0 keeps :math:`\eta = \eta_0`.
+    momentum
+        :math:`\mu \in [0, 1)`; 0 turns server momentum off.
+    smoothing
+        :math:`\rho \in [0, 1)`; 0 uses each round's cosine as is.
+    log_space
+        Multiplicative steps (default) or additive ones.
+    local_signal
+        ``"clients"`` or ``"server"``, see above.
+    global_signal
+        ``"server"`` or ``"clients"``, see above.
+    lr_bounds
+        :math:`(\alpha_{\min}, \alpha_{\max})`, positive.
+    client_lr_bounds
+        :math:`(\eta_{\min}, \eta_{\max})` as multiples of :math:`\eta_0`, positive.
+
+    Raises
+    ------
+    ValueError
+        On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
+        bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, or an unknown
+        ``local_signal`` or ``global_signal``.
+
+    """
+
+    def __init__(
+        self,
+        initial_lr: float = 1.0,
+        initial_client_lr: float = 0.01,
+        global_hyper_lr: float = 0.5,
+        local_hyper_lr: float = 2.0,
+        momentum: float = 0.9,
+        smoothing: float = 0.5,
+        log_space: bool = True,
+        local_signal: str = "clients",
+        lr_bounds: tuple[float, float] = (0.1, 10.0),
+        client_lr_bounds: tuple[float, float] = (0.01, 100.0),
+        global_signal: str = "server",
+    ) -> None:
+        self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
+        factors = check_bounds("client_lr_bounds", client_lr_bounds)
+        if min(self.lr_bounds[0], factors[0], initial_client_lr) <= 0.0:
+            raise ValueError("learning rates and their bounds must be positive")
+        if not self.lr_bounds[0] <= initial_lr <= self.lr_bounds[1]:
+            raise ValueError(f"initial_lr must lie within {self.lr_bounds}, got {initial_lr}")
+        for name, value in (("momentum", momentum), ("smoothing", smoothing)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        if local_signal not in LOCAL_SIGNALS:
+            raise ValueError(f"local_signal must be one of {LOCAL_SIGNALS}, got {local_signal!r}")
+        if global_signal not in GLOBAL_SIGNALS:
+            raise ValueError(
+                f"global_signal must be one of {GLOBAL_SIGNALS}, got {global_signal!r}"
+            )
+        self.base_client_lr = float(initial_client_lr)
+        self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
+        self.global_hyper_lr = float(global_hyper_lr)
+        self.local_hyper_lr = float(local_hyper_lr)
+        self.momentum = float(momentum)
+        self.smoothing = float(smoothing)
+        self.log_space = log_space
+        self.local_signal = local_signal
+        self.global_signal = global_signal
+        self._alpha = float(initial_lr)
+        self._client_lr = self.base_client_lr
+        self._signal_average = 0.0
+        self._signals = 0
+        self._rounds = 0
+        self._direction: list[Tensor] | None = None
+        self._pending_local_signal = 0.0
+        self._pending_global_signal: float | None = None
+
+    @property
+    def alpha(self) -> float:
+        r"""The global LR of the latest round (:math:`\alpha_0` before any)."""
+        return self._alpha
+
+    @property
+    def client_lr(self) -> float:
+        r"""The clients' LR for the next round (:math:`\eta_0` before any round)."""
+        return self._client_lr
+
+    @property
+    def sends_applied_step(self) -> bool:
+        """Whether the clients need :math:`d_{t-1}` to measure the global signal."""
+        return self.global_signal == "clients"
+
+    def initial_client_lr(self) -> float:
+        r"""Return :math:`\eta_0`, the clients' LR in the first round."""
+        return self.base_client_lr
+
+    def observe_local_signal(self, cosine: float) -> None:
+        r"""Pass in :math:`c_t`, the clients' mean descent cosine, before this round's step.
+
+        Ignored unless ``local_signal == "clients"``. A NaN or infinite value counts as
+        0; others are clipped to ``[-1, 1]``.
+        """
+        self._pending_local_signal = bounded_cosine(cosine)
+
+    def observe_reports(self, means: Mapping[str, float]) -> None:
+        """Take the clients' mean cosines from their reports, when they sent them."""
+        if DESCENT_COSINE_REPORT in means:
+            self.observe_local_signal(means[DESCENT_COSINE_REPORT])
+        if GLOBAL_COSINE_REPORT in means:
+            self._pending_global_signal = bounded_cosine(means[GLOBAL_COSINE_REPORT])
+
+    def step(self, delta: Sequence[Tensor]) -> ServerStep:
+        """Move both LRs along their signals and return the global step; see the class."""
+        smoothed = 0.0
+        signal = self._global_signal(delta)
+        if signal is not None:
+            smoothed = self._smooth(signal)
+            self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
+        local = self._pending_local_signal if self.local_signal == "clients" else smoothed
+        self._pending_local_signal = 0.0
+        self._pending_global_signal = None
+        self._client_lr = self._move(
+            self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
+        )
+        self._rounds += 1
+        with torch.no_grad():
+            if self._direction is None:
+                self._direction = [torch.zeros_like(d) for d in delta]
+            # m <- mu m + (1 - mu) Delta, in place on the rule's own buffer.
+            torch._foreach_mul_(self._direction, self.momentum)
+            torch._foreach_add_(self._direction, list(delta), alpha=1.0 - self.momentum)
+            scale = self._alpha / (1.0 - self.momentum**self._rounds)
+            update = list(torch._foreach_mul(self._direction, scale))
+        return ServerStep(
+            update=update, global_lr=self._alpha, client_lr=self._client_lr, hypergradient=smoothed
+        )
+
+    def _global_signal(self, delta: Sequence[Tensor]) -> float | None:
+        if self.global_signal == "clients":
+            return self._pending_global_signal
+        if self._direction is None:
+            return None
+        return bounded_cosine(hypergradient_signal(delta, self._direction, normalised=True))
+
+    def _smooth(self, signal: float) -> float:
+        self._signals += 1
+        rho = self.smoothing
+        self._signal_average = rho * self._signal_average + (1.0 - rho) * signal
+        return self._signal_average / (1.0 - self.smoothing**self._signals)
+
+    def _move(
+        self, value: float, change: float, bounds: tuple[float, float], unit: float = 1.0
+    ) -> float:
+        # `unit` sets the size of an additive step: alpha moves in absolute terms, the
+        # client LR in multiples of eta_0, so both are scale-free.
+        moved = value * math.exp(change) if self.log_space else value + change * unit
+        return clip(moved, bounds)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return both LRs, the signal's average and count, the round count and :math:`m`."""
+        return {
+            "alpha": self._alpha,
+            "client_lr": self._client_lr,
+            "signal_average": self._signal_average,
+            "signals": self._signals,
+            "rounds": self._rounds,
+            "direction": restore_tensors(self._direction),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state written by :meth:`state_dict`."""
+        require_keys(state, *_STATE_KEYS)
+        self._alpha = float(state["alpha"])
+        self._client_lr = float(state["client_lr"])
+        self._signal_average = float(state["signal_average"])
+        self._signals = int(state["signals"])
+        self._rounds = int(state["rounds"])
+        self._direction = restore_tensors(state["direction"])

@@ -1,0 +1,113 @@
+"""FedHyper-Auto: scale-free hypergradients of the global and the clients' learning rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clients.rules.descent_cosine import NAME as DESCENT_COSINE
+from fedhyper.checks import at_least, in_range, one_of, ordered, positive
+from fedhyper.config import ExperimentConfig, StrategyConfig
+from fedhyper.methods import Method, register_method
+from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
+from strategies.factory import rule_strategy
+
+
+@dataclass
+class AutoParams(StrategyConfig):
+    """FedHyper-Auto's settings; each ingredient has an off switch (0 or ``false``).
+
+    Attributes
+    ----------
+    hyper_lr : float
+        β_g, the log-step of the global LR per unit of its cosine signal.
+    global_signal : str
+        What the global LR follows: ``server`` (the cosine of this round's update with
+        the last step) or ``clients`` (their gradients' cosine with the last step, on
+        their first mini-batch; the server sends them that step).
+    global_lr_min, global_lr_max : float
+        Bounds of the global LR α.
+    server_momentum : float
+        μ, the exponential average of the updates the server steps along.
+    signal_smoothing : float
+        ρ, the exponential average of the global cosine over rounds.
+    log_space : bool
+        Move both LRs multiplicatively (else additively).
+    local_signal : str
+        What drives the clients' LR: ``clients`` (their reported descent cosine) or
+        ``server`` (the global cosine).
+    local_hyper_lr : float
+        β_l, the log-step of the clients' LR per unit of its signal.
+    local_lr_min_factor, local_lr_max_factor : float
+        Bounds of the clients' LR as multiples of η_0.
+
+    """
+
+    hyper_lr: float = 0.5
+    global_signal: str = "server"
+    global_lr_min: float = 0.1
+    global_lr_max: float = 10.0
+    server_momentum: float = 0.9
+    signal_smoothing: float = 0.5
+    log_space: bool = True
+    local_signal: str = "clients"
+    local_hyper_lr: float = 2.0
+    local_lr_min_factor: float = 0.01
+    local_lr_max_factor: float = 100.0
+
+
+def _check(config: ExperimentConfig, params: AutoParams) -> None:
+    at_least("strategy.hyper_lr", params.hyper_lr, 0.0)
+    at_least("strategy.local_hyper_lr", params.local_hyper_lr, 0.0)
+    positive("strategy.global_lr_min", params.global_lr_min)
+    ordered(
+        "strategy.global_lr_min",
+        params.global_lr_min,
+        "strategy.global_lr_max",
+        params.global_lr_max,
+    )
+    in_range(
+        "strategy.global_lr",
+        params.global_lr,
+        params.global_lr_min,
+        params.global_lr_max,
+        closed_high=True,
+    )
+    in_range("strategy.server_momentum", params.server_momentum, 0.0, 1.0, closed_high=False)
+    in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
+    one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNALS)
+    one_of("strategy.global_signal", params.global_signal, GLOBAL_SIGNALS)
+    # η_0 lies within its bounds, as SL's.
+    in_range(
+        "strategy.local_lr_min_factor", params.local_lr_min_factor, 1e-12, 1.0, closed_high=True
+    )
+    at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
+
+
+def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
+    return AutoLR(
+        initial_lr=params.global_lr,
+        initial_client_lr=config.client.lr,
+        global_hyper_lr=params.hyper_lr,
+        local_hyper_lr=params.local_hyper_lr,
+        momentum=params.server_momentum,
+        smoothing=params.signal_smoothing,
+        log_space=params.log_space,
+        local_signal=params.local_signal,
+        lr_bounds=(params.global_lr_min, params.global_lr_max),
+        client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
+        global_signal=params.global_signal,
+    )
+
+
+register_method(
+    Method(
+        "fedhyper_auto",
+        "FedHyper-Auto",
+        AutoParams,
+        rule_strategy,
+        _check,
+        server_rule=_auto,
+        client_rule=DESCENT_COSINE,
+        schedules_client_lr=True,
+    )
+)

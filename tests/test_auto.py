@@ -1,0 +1,374 @@
+"""FedHyper-Auto: hand-computed steps, scale invariance, bounds, state, and real clients."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from torch import Tensor
+
+from fedhyper.checkpoint import load_checkpoint, resume_experiment
+from fedhyper.compose import compose_config
+from fedhyper.errors import ConfigError
+from fedhyper.history import read_history
+from fedhyper.rules import AutoLR, DescentCosine, GlobalLR, ServerRule
+from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT
+from fedhyper.training import train_local
+from fedhyper.wire import (
+    ARRAYS_RECORD,
+    GLOBAL_LR_KEY,
+    HYPERGRADIENT_KEY,
+    METRICS_RECORD,
+    PREVIOUS_DELTA_RECORD,
+    TrainInstruction,
+    TrainReport,
+)
+from strategies.rule_strategy import RuleStrategy
+from tests.inprocess import comparable, run_in_process
+from tests.test_reliability import config, same_weights
+from tests.test_strategies import KEYS, SAMPLING, FixedNodes, model
+
+ROOT_HALF = 1.0 / math.sqrt(2.0)
+
+
+def vec(*values: float) -> list[Tensor]:
+    return [torch.tensor(values, dtype=torch.float64)]
+
+
+def plain(**kwargs: object) -> AutoLR:
+    """No momentum, no smoothing: each round's cosine acts alone."""
+    settings: dict[str, object] = {"momentum": 0.0, "smoothing": 0.0} | kwargs
+    return AutoLR(**settings)  # type: ignore[arg-type]
+
+
+def test_log_space_steps_by_hand() -> None:
+    rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, initial_client_lr=0.01)
+    rule.observe_local_signal(0.2)
+    first = rule.step(vec(1.0, 0.0))
+    assert (first.global_lr, first.hypergradient) == (1.0, 0.0)
+    assert first.client_lr == pytest.approx(0.01 * math.exp(0.1))
+    assert torch.equal(first.update[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+    second = rule.step(vec(1.0, 1.0))  # cos 1/sqrt(2) with the last update; no local signal
+    assert second.hypergradient == pytest.approx(ROOT_HALF)
+    assert second.global_lr == pytest.approx(math.exp(0.5 * ROOT_HALF))
+    assert second.client_lr == first.client_lr
+    assert torch.allclose(second.update[0], second.global_lr * torch.tensor([1.0, 1.0]).double())
+
+    third = rule.step(vec(-1.0, 0.0))  # cos -1/sqrt(2): back to 1
+    assert third.global_lr == pytest.approx(1.0)
+
+
+def test_momentum_and_smoothing_by_hand() -> None:
+    rule = AutoLR(global_hyper_lr=0.5, momentum=0.5, smoothing=0.5)
+    # m = 0.5 [1, 0], bias-corrected by 1 - 0.5: the first step is the whole update.
+    first = rule.step(vec(1.0, 0.0))
+    assert torch.allclose(first.update[0], torch.tensor([1.0, 0.0]).double())
+    # cos([0, 1], m) = 0: alpha stays; m = [0.25, 0.5], corrected by 1 - 0.25.
+    second = rule.step(vec(0.0, 1.0))
+    assert (second.hypergradient, second.global_lr) == (0.0, 1.0)
+    assert torch.allclose(second.update[0], torch.tensor([1 / 3, 2 / 3]).double())
+    # cos([1, 2], m) = 1; e = 0.5 * 0 + 0.5 * 1, corrected by 1 - 0.25 -> 2/3.
+    third = rule.step(vec(1.0, 2.0))
+    assert third.hypergradient == pytest.approx(2 / 3)
+    assert third.global_lr == pytest.approx(math.exp(0.5 * 2 / 3))
+    # m = [0.625, 1.25], corrected by 1 - 0.125.
+    expected = third.global_lr * torch.tensor([0.625, 1.25]).double() / 0.875
+    assert torch.allclose(third.update[0], expected)
+
+
+def test_additive_steps_by_hand() -> None:
+    rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
+    rule.observe_local_signal(-0.5)
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.1 - 0.25 * 0.1)
+    second = rule.step(vec(1.0, 1.0))
+    assert second.global_lr == pytest.approx(1.0 + 0.5 * ROOT_HALF)
+
+
+def test_the_clients_reports_carry_their_descent_cosine() -> None:
+    rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01)
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2, "multiplier": 3.0})
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
+    rule.observe_reports({"multiplier": 3.0})  # no cosine came: the LR stays
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
+
+
+def _reply(weights: list[float], examples: int, report: dict[str, float]) -> Message:
+    record = TrainReport.from_lrs(examples, 0.0, [0.01], report).to_record()
+    content = RecordDict({ARRAYS_RECORD: model(weights), METRICS_RECORD: MetricRecord(record)})
+    return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+def _round(
+    strategy: RuleStrategy, server_round: int, current: ArrayRecord, replies: list[Message]
+) -> tuple[ArrayRecord, MetricRecord, list[Message]]:
+    instruction = TrainInstruction.from_experiment(compose_config([]), server_round, 0)
+    record = ConfigRecord(instruction.to_record())
+    messages = list(strategy.configure_train(server_round, current, record, FixedNodes(2)))
+    new, metrics = strategy.aggregate_train(server_round, replies)
+    assert new is not None and metrics is not None
+    return new, metrics, messages
+
+
+def test_the_clients_global_cosine_drives_alpha_against_the_applied_step() -> None:
+    # Messages carry their sender; set it as Flower's in-process simulation does.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.0, global_signal="clients")
+    assert rule.sends_applied_step and not plain().sends_applied_step
+    strategy = RuleStrategy(rule, KEYS, **SAMPLING)
+    # Round 1: no step applied yet, no global cosine: alpha 1, w_1 = [1, 3].
+    first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}) for _ in range(2)]
+    w1, metrics, messages = _round(strategy, 1, model([0.0, 0.0]), first)
+    assert PREVIOUS_DELTA_RECORD not in messages[0].content
+    assert (metrics[GLOBAL_LR_KEY], metrics[HYPERGRADIENT_KEY]) == (1.0, 0.0)
+    # Round 2: the clients get d_1 = [1, 3] and report 0.4 (1 example) and 0.8 (3): the
+    # weighted mean 0.7 moves alpha, not cos(delta_2, delta_1) = cos([1, 0], [1, 3]).
+    second = [
+        _reply([2.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0, GLOBAL_COSINE_REPORT: 0.4}),
+        _reply([2.0, 3.0], 3, {DESCENT_COSINE_REPORT: 0.0, GLOBAL_COSINE_REPORT: 0.8}),
+    ]
+    w2, metrics, messages = _round(strategy, 2, w1, second)
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
+    np.testing.assert_allclose(sent["w"].numpy(), [1.0, 3.0])
+    alpha = math.exp(0.5 * 0.7)
+    assert metrics[HYPERGRADIENT_KEY] == pytest.approx(0.7)
+    assert metrics[GLOBAL_LR_KEY] == pytest.approx(alpha)
+    np.testing.assert_allclose(w2["w"].numpy(), [1.0 + alpha, 3.0], rtol=1e-6)
+    # Round 3 sends the step applied in round 2, alpha [1, 0], not the update [1, 0].
+    _, _, messages = _round(strategy, 3, w2, second)
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
+    np.testing.assert_allclose(sent["w"].numpy(), [alpha, 0.0], rtol=1e-6)
+
+
+def test_server_signal_drives_the_client_lr() -> None:
+    rule = plain(local_hyper_lr=1.0, local_signal="server", initial_client_lr=0.01)
+    rule.observe_local_signal(1.0)  # not used
+    assert rule.step(vec(1.0, 0.0)).client_lr == 0.01
+    assert rule.step(vec(1.0, 1.0)).client_lr == pytest.approx(0.01 * math.exp(ROOT_HALF))
+
+
+def test_off_switches_keep_both_lrs() -> None:
+    rule = plain(global_hyper_lr=0.0, local_hyper_lr=0.0)
+    for delta in (vec(1.0, 0.0), vec(1.0, 1.0), vec(2.0, 2.0)):
+        rule.observe_local_signal(0.9)
+        step = rule.step(delta)
+        assert (step.global_lr, step.client_lr) == (1.0, 0.01)
+        assert torch.equal(step.update[0], delta[0])
+
+
+def test_bounds_hold_and_non_finite_signals_do_not_move() -> None:
+    rule = plain(global_hyper_lr=5.0, local_hyper_lr=5.0, initial_client_lr=1.0)
+    for _ in range(5):  # the same direction every round: cos 1, a big step each time
+        rule.observe_local_signal(1.0)
+        step = rule.step(vec(1.0, 1.0))
+    assert (step.global_lr, step.client_lr) == (10.0, 100.0)
+    for bad in (math.nan, math.inf, -math.inf):
+        rule.observe_local_signal(bad)
+        step = rule.step(vec(math.nan, 1.0))  # NaN cosine
+        assert (step.global_lr, step.client_lr) == (10.0, 100.0)
+        assert step.hypergradient == 0.0
+
+    rule = plain(global_hyper_lr=5.0, local_hyper_lr=5.0, initial_client_lr=1.0)
+    for sign in (1.0, -1.0, 1.0, -1.0, 1.0, -1.0):  # opposite updates: cos -1
+        rule.observe_local_signal(-5.0)  # clipped to -1
+        step = rule.step(vec(sign, sign))
+    assert (step.global_lr, step.client_lr) == (0.1, 0.01)
+
+
+def test_invalid_settings_are_rejected() -> None:
+    for kwargs in (
+        {"initial_lr": 20.0},
+        {"momentum": 1.0},
+        {"smoothing": -0.1},
+        {"local_signal": "both"},
+        {"global_signal": "both"},
+        {"lr_bounds": (0.0, 1.0)},
+        {"initial_client_lr": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            AutoLR(**kwargs)  # type: ignore[arg-type]
+
+
+def _trajectory(rule: ServerRule, deltas: list[list[Tensor]]) -> list[tuple[float, float | None]]:
+    steps = [rule.step(delta) for delta in deltas]
+    return [(step.global_lr, step.client_lr) for step in steps]
+
+
+def _deltas(rounds: int = 8) -> list[list[Tensor]]:
+    generator = torch.Generator().manual_seed(3)
+    drift = torch.randn(5, 4, generator=generator)
+    # A steady direction plus noise: successive cosines are mostly positive, sometimes not.
+    return [[drift + 1.5 * torch.randn(5, 4, generator=generator)] for _ in range(rounds)]
+
+
+def test_scale_invariance_of_auto_and_not_of_the_reference() -> None:
+    deltas = _deltas()
+    scaled = [[1000.0 * d for d in delta] for delta in deltas]
+    tiled = [[d.tile(10, 10) for d in delta] for delta in deltas]  # 100x the parameters
+    reference = _trajectory(AutoLR(), deltas)
+    assert len({alpha for alpha, _ in reference}) > 3, "alpha must move for the test to bite"
+    for variant in (scaled, tiled):
+        trajectory = _trajectory(AutoLR(), variant)
+        for (alpha, _), (expected, _) in zip(trajectory, reference, strict=True):
+            assert alpha == pytest.approx(expected, rel=1e-6)  # float32 rounding
+    # The reference rule's inner product grows with both: its trajectory changes.
+    baseline = _trajectory(GlobalLR(hyper_lr=1e-3), deltas)
+    for variant in (scaled, tiled):
+        changed = _trajectory(GlobalLR(hyper_lr=1e-3), variant)
+        assert max(abs(a - b) for (a, _), (b, _) in zip(changed, baseline, strict=True)) > 0.1
+
+
+def test_state_round_trip_gives_identical_future_steps() -> None:
+    deltas = _deltas(4)
+    original = AutoLR()
+    for delta in deltas[:3]:
+        original.observe_local_signal(0.3)
+        original.step(delta)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    original.observe_local_signal(0.3)
+    expected = original.step(deltas[3])
+    buffer.seek(0)
+    restored = AutoLR()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    restored.observe_local_signal(0.3)
+    step = restored.step(deltas[3])
+    assert (step.global_lr, step.client_lr, step.hypergradient) == (
+        expected.global_lr,
+        expected.client_lr,
+        expected.hypergradient,
+    )
+    assert torch.equal(step.update[0], expected.update[0])
+    fresh = AutoLR()
+    fresh.observe_local_signal(0.3)
+    assert fresh.step(deltas[3]).global_lr != expected.global_lr
+    with pytest.raises(KeyError, match="direction"):
+        AutoLR().load_state_dict({"alpha": 1.0})
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def test_descent_cosine_by_hand() -> None:
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    meter = DescentCosine([weight])
+    # Gradients g1 = [1, 0], g2 = [1, 1], g3 = [-1, 1]; SGD steps s_k = -g_k.
+    # cos(-g2, s1) = 1/sqrt(2), cos(-g3, s2) = cos([1, -1], [-1, -1]) = 0.
+    for grad in ([1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]):
+        weight.grad = torch.tensor(grad)
+        meter.before_step()
+        optimizer.step()
+        meter.after_step()
+    assert meter.count == 2
+    assert meter.mean == pytest.approx(ROOT_HALF / 2)
+    assert meter.report() == {DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF / 2)}
+    assert meter.global_cosine is None
+
+
+def test_the_global_cosine_by_hand() -> None:
+    """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])])
+    # s_1 = -g_1 = [-1, 0]; g_2 = [1, -1] gives the descent cosine cos([-1, 1], s_1).
+    for grad in ([1.0, 0.0], [1.0, -1.0]):
+        weight.grad = torch.tensor(grad)
+        meter.before_step()
+        optimizer.step()
+        meter.after_step()
+    assert meter.global_cosine == pytest.approx(-ROOT_HALF)
+    assert meter.report() == {
+        DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF),
+        GLOBAL_COSINE_REPORT: pytest.approx(-ROOT_HALF),
+    }
+    with pytest.raises(ValueError, match="shapes"):
+        DescentCosine([weight], [torch.zeros(3)])
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str) -> None:
+    """On one full batch, a tiny LR keeps descending (cos > 0); a huge one overshoots.
+
+    Random labels give the loss a finite minimum: on separable data the gradient keeps
+    its direction at any LR (the margin grows forever) and nothing can overshoot.
+    """
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(64, 5, generator=generator)
+    targets = torch.randint(0, 2, (64,), generator=generator)
+    means = {}
+    for lr in (1e-4, 50.0):
+        model = torch.nn.Linear(5, 2)
+        torch.nn.init.zeros_(model.weight)
+        torch.nn.init.zeros_(model.bias)
+        params = list(model.parameters())
+        optimizer = (
+            torch.optim.SGD(params, lr=lr)
+            if optimizer_name == "sgd"
+            else torch.optim.Adam(params, lr=lr / 10)
+        )
+        meter = DescentCosine(params)
+        train_local(
+            model,
+            [(inputs, targets)] * 20,
+            optimizer,
+            epochs=1,
+            device=torch.device("cpu"),
+            controller=meter,
+        )
+        means[lr] = meter.mean
+    assert means[1e-4] > 0.5
+    assert means[50.0] < -0.2
+
+
+def test_clients_train_with_the_lr_fedhyper_auto_schedules(tmp_path: Path) -> None:
+    cfg = config("strategy=fedhyper_auto", "num_rounds=3", "client.lr=0.001")
+    run_in_process(cfg, tmp_path)
+    history = read_history(tmp_path)
+    assert history[0]["scheduled_client_lr"] == 0.001
+    for row in history:
+        assert row["client_lr_min"] == row["client_lr_max"] == row["scheduled_client_lr"]
+    # LR 0.001 with 2 local steps is far too small: the clients' cosine pushes it up.
+    assert history[-1]["scheduled_client_lr"] > 0.001
+
+
+@pytest.mark.parametrize("signal", ["server", "clients"])
+def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    overrides = ("strategy=fedhyper_auto", f"strategy.global_signal={signal}")
+    run_in_process(config(*overrides, "num_rounds=3"), straight)
+    run_in_process(config(*overrides, "num_rounds=2"), interrupted)
+    assert load_checkpoint(interrupted).server_round == 2
+    resumed = resume_experiment(
+        compose_config([f"resume={interrupted}", "num_rounds=3"]), ["resume", "num_rounds"]
+    )
+    run_in_process(resumed, interrupted)
+    assert same_weights(straight, interrupted)
+    history = read_history(interrupted)
+    assert comparable(history) == comparable(read_history(straight))
+    # From round 2 on, the global LR follows a signal in either mode.
+    assert history[0]["global_lr"] == 1.0 and history[2]["global_lr"] != 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["strategy=fedhyper_auto", "client_rule=constant"], "client_rule", "descent_cosine"),
+        (["strategy=fedhyper_auto", "strategy.local_signal=both"], "local_signal", "server"),
+        (["strategy=fedhyper_auto", "strategy.global_signal=both"], "global_signal", "clients"),
+        (["strategy=fedhyper_auto", "strategy.signal_smoothing=1"], "signal_smoothing", "[0"),
+        (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
+        (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "10]"),
+        (["strategy=fedhyper_auto", "strategy.local_lr_max_factor=0.5"], "max_factor", ">= 1"),
+    ],
+)
+def test_bad_fedhyper_auto_settings_are_named(overrides: list[str], key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        compose_config(overrides)
+    assert key in str(error.value) and allowed in str(error.value)
