@@ -38,3 +38,10 @@ def in_range(key: str, value: float, low: float, high: float, *, closed_high: bo
     if not (low <= value and upper_ok):
         bracket = "]" if closed_high else ")"
         raise ConfigError(key, value, f"a number in [{low:g}, {high:g}{bracket}")
+
+
+def within_own_bounds(key: str, value: float, low: float, high: float) -> None:
+    """Require positive, ordered bounds ``<key>_min``/``<key>_max`` and ``value`` within them."""
+    positive(f"{key}_min", low)
+    ordered(f"{key}_min", low, f"{key}_max", high)
+    in_range(key, value, low, high, closed_high=True)

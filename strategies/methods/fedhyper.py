@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.rules.hypergradient import NAME as HYPERGRADIENT
-from fedhyper.checks import at_least, in_range, ordered, positive
+from fedhyper.checks import at_least, in_range, ordered, within_own_bounds
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.methods import Method, register_method
 from fedhyper.rules.global_lr import GlobalLR
@@ -88,19 +88,8 @@ def check_accumulator(config: ExperimentConfig, params: AccumulatorParams) -> No
 
 def _check_global(config: ExperimentConfig, params: GlobalLRParams) -> None:
     check_hyper(config, params)
-    positive("strategy.global_lr_min", params.global_lr_min)
-    ordered(
-        "strategy.global_lr_min",
-        params.global_lr_min,
-        "strategy.global_lr_max",
-        params.global_lr_max,
-    )
-    in_range(
-        "strategy.global_lr",
-        params.global_lr,
-        params.global_lr_min,
-        params.global_lr_max,
-        closed_high=True,
+    within_own_bounds(
+        "strategy.global_lr", params.global_lr, params.global_lr_min, params.global_lr_max
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.rules.descent_cosine import NAME as DESCENT_COSINE
-from fedhyper.checks import at_least, in_range, one_of, ordered, positive
+from fedhyper.checks import at_least, in_range, one_of, within_own_bounds
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.methods import Method, register_method
 from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
@@ -58,19 +58,8 @@ class AutoParams(StrategyConfig):
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.hyper_lr", params.hyper_lr, 0.0)
     at_least("strategy.local_hyper_lr", params.local_hyper_lr, 0.0)
-    positive("strategy.global_lr_min", params.global_lr_min)
-    ordered(
-        "strategy.global_lr_min",
-        params.global_lr_min,
-        "strategy.global_lr_max",
-        params.global_lr_max,
-    )
-    in_range(
-        "strategy.global_lr",
-        params.global_lr,
-        params.global_lr_min,
-        params.global_lr_max,
-        closed_high=True,
+    within_own_bounds(
+        "strategy.global_lr", params.global_lr, params.global_lr_min, params.global_lr_max
     )
     in_range("strategy.server_momentum", params.server_momentum, 0.0, 1.0, closed_high=False)
     in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
