@@ -29,6 +29,7 @@ from fedhyper.rules.hdet_spread import (
     replica_permutation,
     spread_multipliers,
 )
+from tests.support.paths import ROOT
 
 LN2 = math.log(2.0)
 # Three replicas at 0.1 x (0.5, 1, 1.5): the values the hand computations below use.
@@ -397,7 +398,7 @@ def test_scheduler_gathers_a_single_loss_with_torch_distributed(tmp_path: Path) 
 
 
 def test_docs_example_runs_and_raises_the_base_lr() -> None:
-    doc = (Path(__file__).parents[1] / "docs" / "hdet.md").read_text()
+    doc = (ROOT / "docs" / "hdet.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600

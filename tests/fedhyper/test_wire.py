@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
@@ -25,8 +24,7 @@ from fedhyper.wire import (
     TrainReport,
     WireFormatError,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(autouse=True)
