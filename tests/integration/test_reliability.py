@@ -1,6 +1,6 @@
 """The runner under faults, poison and interruption, on an in-process federation.
 
-Real ClientApps train real models here; only Ray is left out (see tests/inprocess.py).
+Real ClientApps train real models here; only Ray is left out (see tests/support/inprocess.py).
 Expected failures are computed from the same seeded fault draws and client samples the
 run uses, so the history is checked number for number.
 """
