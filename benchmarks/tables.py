@@ -6,7 +6,7 @@ metrics of :mod:`benchmarks.metrics` (final accuracy, rounds to FedAvg's final a
 speed-up over FedAvg) and the rounds to the preset's absolute target as a secondary
 column; for ``robustness`` each arm's final-accuracy grid over (initial local LR,
 initial global LR) and its regret against the best-tuned FedAvg. :func:`summary` renders
-the headline tables of the results index. ``tests/test_benchmark_results.py`` checks that
+the headline tables of the results index. ``tests/benchmarks/test_results.py`` checks that
 the committed tables are reproduced byte for byte.
 """
 

@@ -1,6 +1,6 @@
 """The runner under faults, poison and interruption, on an in-process federation.
 
-Real ClientApps train real models here; only Ray is left out (see tests/inprocess.py).
+Real ClientApps train real models here; only Ray is left out (see tests/support/inprocess.py).
 Expected failures are computed from the same seeded fault draws and client samples the
 run uses, so the history is checked number for number.
 """
@@ -31,8 +31,8 @@ from strategies.factory import build_strategy
 from strategies.federation import discover_clients
 from strategies.rounds import RoundFailedError, required_replies
 from strategies.runner import MODEL_FILE
-from tests.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
-from tests.test_strategies import FixedNodes, model, reply
+from tests.support.grid import FixedNodes, model, reply
+from tests.support.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
 
 # Twenty IID clients of 3,000 rows: small partitions keep in-process rounds near a second.
 TINY = [

@@ -28,9 +28,9 @@ from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.preflight import check_data, check_run_dir
 from strategies.server_app import experiment_from_run_config
-from tests.test_config import flower_run_config
+from tests.support.config import flower_run_config
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 MIRROR = ROOT.parent / "shared" / "data"
 
 

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from dataclasses import asdict
-from pathlib import Path
 
 import yaml
-from flwr.common.config import flatten_dict, fuse_dicts, parse_config_args
 
 from fedhyper.compose import CONF_DIR, CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
 from fedhyper.wire import ClientTask
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def flower_run_config(run_config_arg: str) -> dict[str, object]:
-    """What Flower hands the ServerApp: pyproject defaults fused with --run-config."""
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    defaults = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
-    return fuse_dicts(defaults, parse_config_args([run_config_arg]))
+from tests.support.config import flower_run_config
+from tests.support.paths import ROOT
 
 
 def test_schema_defaults_survive_composition() -> None:

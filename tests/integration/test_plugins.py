@@ -23,8 +23,7 @@ from fedhyper.errors import ConfigError
 from fedhyper.methods import METHODS, baselines, method_names
 from fedhyper.registry import PLUGINS_ENV
 from fedhyper.wire import CLIENT_RULE_KEY, CLIENT_RULE_PREFIX, TrainInstruction
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 TOY_METHOD = """
 from dataclasses import dataclass

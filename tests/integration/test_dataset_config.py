@@ -25,9 +25,9 @@ from fedhyper.compose import CONF_DIR, to_experiment
 from fedhyper.history import read_history
 from fedhyper.preflight import check_data
 from strategies.runner import MODEL_FILE
-from tests.inprocess import run_in_process
+from tests.support.inprocess import run_in_process
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 OWNERS = ("ann", "bob", "cy", "dee")
 
 

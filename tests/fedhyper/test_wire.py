@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
@@ -26,8 +25,7 @@ from fedhyper.wire import (
     WireFormatError,
     client_rule_means,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(autouse=True)

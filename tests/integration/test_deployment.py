@@ -32,8 +32,8 @@ from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.history import read_history
 from fedhyper.wire import PARTITION_ID_KEY, ClientTask
+from tests.support.paths import ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "federation.sh"
 MIRROR = resolve_data_dir(None)
 CONNECTION = "fedhyper-local"

@@ -32,9 +32,8 @@ from fedhyper.history import HISTORY_FILE, read_history
 from fedhyper.sampling import Purpose, sample_clients
 from strategies.runner import MODEL_FILE
 from strategies.simulation import simulate
-from tests.inprocess import comparable
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.inprocess import comparable
+from tests.support.paths import ROOT
 
 EXPERIMENT = [
     "strategy=fedhyper",

@@ -12,7 +12,7 @@ from fedhyper.history import read_history
 from strategies.callbacks import RoundCallback, RoundRecord, RunContext
 from strategies.evaluation import CentralEvaluation
 from strategies.runner import MODEL_FILE, default_callbacks
-from tests.inprocess import run_in_process, synthetic_app
+from tests.support.inprocess import run_in_process, synthetic_app
 
 
 def config(*overrides: str) -> ExperimentConfig:

@@ -33,9 +33,8 @@ from fedhyper.methods import method_names
 from fedhyper.wire import TrainInstruction
 from strategies.factory import build_strategy
 from strategies.state import FLOWER_STATE, load_strategy_state, strategy_state
-from tests.test_strategies import KEYS, FixedNodes, model, reply
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.grid import KEYS, FixedNodes, model, reply
+from tests.support.paths import ROOT
 
 
 def test_atomic_write_keeps_the_old_content_when_writing_fails(tmp_path: Path) -> None:
