@@ -33,26 +33,7 @@ from strategies.rounds import RoundFailedError, required_replies
 from strategies.runner import MODEL_FILE
 from tests.support.grid import FixedNodes, model, reply
 from tests.support.inprocess import InProcessGrid, comparable, run_in_process, synthetic_app
-
-# Twenty IID clients of 3,000 rows: small partitions keep in-process rounds near a second.
-TINY = [
-    "partition=iid",
-    "partition.num_clients=20",
-    "strategy.clients_per_round=2",
-    "strategy.evaluate_clients_per_round=1",
-    "dataset.test_examples=200",
-    "client.max_steps=2",
-    "logging.progress=false",
-]
-
-
-def config(*overrides: str) -> ExperimentConfig:
-    return compose_config([*TINY, *overrides])
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    first, second = torch.load(a / MODEL_FILE), torch.load(b / MODEL_FILE)
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+from tests.support.runs import config, same_weights
 
 
 def expected_attempts(cfg: ExperimentConfig, server_round: int) -> list[list[Fault]]:

@@ -23,7 +23,7 @@ from strategies.delegating import AveragedBuffers
 from strategies.factory import build_strategy, server_rule
 from strategies.rule_strategy import RuleStrategy
 from strategies.universal import UniversalStrategy
-from tests.support.grid import KEYS, FixedNodes, model, reply
+from tests.support.grid import KEYS, SAMPLING, FixedNodes, model, reply
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +46,6 @@ def run_round(
 
 def weights(arrays: ArrayRecord) -> np.ndarray:
     return arrays["w"].numpy()
-
-
-SAMPLING = {"min_train_nodes": 2, "min_available_nodes": 2}
 
 
 def test_fedhyper_g_two_rounds_by_hand() -> None:

@@ -8,6 +8,9 @@ import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+SAMPLING = {"min_train_nodes": 2, "min_available_nodes": 2}
+"""Sampling arguments of a strategy over two fixed nodes."""
+
 KEYS = ["w"]  # the only trainable key; "bn.running_mean" and the counter are buffers
 
 

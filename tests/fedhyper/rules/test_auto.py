@@ -30,9 +30,9 @@ from fedhyper.wire import (
     TrainReport,
 )
 from strategies.rule_strategy import RuleStrategy
-from tests.inprocess import comparable, run_in_process
-from tests.test_reliability import config, same_weights
-from tests.test_strategies import KEYS, SAMPLING, FixedNodes, model
+from tests.support.grid import KEYS, SAMPLING, FixedNodes, model
+from tests.support.inprocess import comparable, run_in_process
+from tests.support.runs import config, same_weights
 
 ROOT_HALF = 1.0 / math.sqrt(2.0)
 
