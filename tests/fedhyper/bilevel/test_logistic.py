@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,16 +20,6 @@ from fedhyper.bilevel.maid import MAID, MAIDConfig
 from fedhyper.errors import ConfigError
 
 DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These tensors are tiny: with several threads on a loaded machine, thread
-    # start-up and contention cost far more than the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 FEATURES, CLASSES = 4, 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,16 +13,6 @@ from fedhyper.bilevel.solvers import conjugate_gradient, solve_strongly_convex
 from fedhyper.errors import ConfigError
 
 DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These tensors are tiny: with several threads on a loaded machine, thread
-    # start-up and contention cost far more than the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class QuadraticProblem:
