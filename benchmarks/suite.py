@@ -50,6 +50,7 @@ from strategies.methods.fedhyper import HyperParams
 SUITES: dict[str, tuple[str, ...]] = {
     "compare": ("compare", "compare_normalised"),
     "robustness": ("robustness",),
+    "tuning": ("tuning",),
 }
 """Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
 
@@ -331,14 +332,20 @@ def main(argv: list[str] | None = None) -> None:
         "[_<client>][_lr<lr>]_<time>)",
     )
     parser.add_argument(
-        "--client", choices=CLIENTS, help="client optimiser instead of the preset's (needs --lr)"
+        "--client",
+        choices=CLIENTS,
+        help="client optimiser instead of the preset's (needs --lr, or a client.lr grid)",
     )
     parser.add_argument("--lr", type=float, help="initial client LR instead of the preset's")
     parser.add_argument("--collect-only", action="store_true", help="collect an existing sweep")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every leg")
     args = parser.parse_intermixed_args(argv)
-    if args.client is not None and args.lr is None:
-        parser.error("--client needs --lr: the dataset presets set a client LR tuned for SGD")
+    sets_lr = any(override.startswith("client.lr=") for override in args.overrides)
+    if args.client is not None and args.lr is None and not sets_lr:
+        parser.error(
+            "--client needs --lr or a 'client.lr=...' override: the dataset presets and "
+            "the suites' grids set client LRs tuned for SGD"
+        )
     if args.lr is not None and args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr:g}")
     args.overrides = [*client_overrides(args.client, args.lr), *args.overrides]

@@ -36,7 +36,9 @@ from benchmarks.metrics import (
 from fedhyper.methods import baselines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SUITE_NAMES = ("compare", "robustness")
+SUITE_NAMES = ("compare", "robustness", "tuning")
+GRID_SUITES = ("robustness", "tuning")
+"""Suites whose result is a grid over initial learning rates, one arm per method."""
 
 BASELINES = baselines()
 """Strategies that are not FedHyper: the baselines FedHyper is compared with."""
@@ -566,7 +568,7 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
         "|---" * 10 + "|",
     ]
     for data in results:
-        if data["suite"] == "robustness":
+        if data["suite"] in GRID_SUITES:
             lines += robustness_summary_rows(data)
     lines += [
         "",

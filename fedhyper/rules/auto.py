@@ -151,7 +151,7 @@ class AutoLR(ServerRule):
         local_signal: str = "clients",
         lr_bounds: tuple[float, float] = (0.1, 10.0),
         client_lr_bounds: tuple[float, float] = (0.01, 100.0),
-        global_signal: str = "server",
+        global_signal: str = "clients",
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)

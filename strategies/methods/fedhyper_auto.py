@@ -43,7 +43,7 @@ class AutoParams(StrategyConfig):
     """
 
     hyper_lr: float = 0.5
-    global_signal: str = "server"
+    global_signal: str = "clients"
     global_lr_min: float = 0.1
     global_lr_max: float = 10.0
     server_momentum: float = 0.9

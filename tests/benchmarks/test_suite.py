@@ -77,3 +77,23 @@ def test_a_bad_client_option_is_one_line_before_training(
     with pytest.raises(SystemExit):
         main(["compare", "--dataset", "femnist", *arguments])
     assert message in capsys.readouterr().err
+
+
+def test_a_client_lr_grid_stands_in_for_lr(capsys: pytest.CaptureFixture[str]) -> None:
+    # Past the client check, the next one stops it: no sweep directory to collect from.
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "tuning",
+                "--dataset",
+                "femnist",
+                "--client",
+                "adam",
+                "client.lr=0.001,0.01",
+                "--collect-only",
+            ]
+        )
+    assert "--client needs" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tuning", "--dataset", "femnist", "--client", "adam", "--collect-only"])
+    assert "--client needs --lr or a 'client.lr=...' override" in capsys.readouterr().err

@@ -41,10 +41,15 @@ def vec(*values: float) -> list[Tensor]:
     return [torch.tensor(values, dtype=torch.float64)]
 
 
-def plain(**kwargs: object) -> AutoLR:
-    """No momentum, no smoothing: each round's cosine acts alone."""
-    settings: dict[str, object] = {"momentum": 0.0, "smoothing": 0.0} | kwargs
+def server_signal(**kwargs: object) -> AutoLR:
+    """The rule with the server's cosine of successive updates as its global signal."""
+    settings: dict[str, object] = {"global_signal": "server"} | kwargs
     return AutoLR(**settings)  # type: ignore[arg-type]
+
+
+def plain(**kwargs: object) -> AutoLR:
+    """No momentum, no smoothing: each round's server cosine acts alone."""
+    return server_signal(momentum=0.0, smoothing=0.0, **kwargs)
 
 
 def test_log_space_steps_by_hand() -> None:
@@ -66,7 +71,7 @@ def test_log_space_steps_by_hand() -> None:
 
 
 def test_momentum_and_smoothing_by_hand() -> None:
-    rule = AutoLR(global_hyper_lr=0.5, momentum=0.5, smoothing=0.5)
+    rule = server_signal(global_hyper_lr=0.5, momentum=0.5, smoothing=0.5)
     # m = 0.5 [1, 0], bias-corrected by 1 - 0.5: the first step is the whole update.
     first = rule.step(vec(1.0, 0.0))
     assert torch.allclose(first.update[0], torch.tensor([1.0, 0.0]).double())
@@ -120,7 +125,8 @@ def test_the_clients_global_cosine_drives_alpha_against_the_applied_step() -> No
     # Messages carry their sender; set it as Flower's in-process simulation does.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.0, global_signal="clients")
-    assert rule.sends_applied_step and not plain().sends_applied_step
+    assert rule.sends_applied_step and AutoLR().sends_applied_step
+    assert not plain().sends_applied_step
     strategy = RuleStrategy(rule, KEYS, **SAMPLING)
     # Round 1: no step applied yet, no global cosine: alpha 1, w_1 = [1, 3].
     first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}) for _ in range(2)]
@@ -211,10 +217,10 @@ def test_scale_invariance_of_auto_and_not_of_the_reference() -> None:
     deltas = _deltas()
     scaled = [[1000.0 * d for d in delta] for delta in deltas]
     tiled = [[d.tile(10, 10) for d in delta] for delta in deltas]  # 100x the parameters
-    reference = _trajectory(AutoLR(), deltas)
+    reference = _trajectory(server_signal(), deltas)
     assert len({alpha for alpha, _ in reference}) > 3, "alpha must move for the test to bite"
     for variant in (scaled, tiled):
-        trajectory = _trajectory(AutoLR(), variant)
+        trajectory = _trajectory(server_signal(), variant)
         for (alpha, _), (expected, _) in zip(trajectory, reference, strict=True):
             assert alpha == pytest.approx(expected, rel=1e-6)  # float32 rounding
     # The reference rule's inner product grows with both: its trajectory changes.
@@ -226,7 +232,7 @@ def test_scale_invariance_of_auto_and_not_of_the_reference() -> None:
 
 def test_state_round_trip_gives_identical_future_steps() -> None:
     deltas = _deltas(4)
-    original = AutoLR()
+    original = server_signal()
     for delta in deltas[:3]:
         original.observe_local_signal(0.3)
         original.step(delta)
@@ -235,7 +241,7 @@ def test_state_round_trip_gives_identical_future_steps() -> None:
     original.observe_local_signal(0.3)
     expected = original.step(deltas[3])
     buffer.seek(0)
-    restored = AutoLR()
+    restored = server_signal()
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     restored.observe_local_signal(0.3)
     step = restored.step(deltas[3])
@@ -245,7 +251,7 @@ def test_state_round_trip_gives_identical_future_steps() -> None:
         expected.hypergradient,
     )
     assert torch.equal(step.update[0], expected.update[0])
-    fresh = AutoLR()
+    fresh = server_signal()
     fresh.observe_local_signal(0.3)
     assert fresh.step(deltas[3]).global_lr != expected.global_lr
     with pytest.raises(KeyError, match="direction"):
