@@ -24,6 +24,7 @@ PLOT_KINDS: dict[str, tuple[str, ...]] = {
     "compare": ("accuracy", "lr"),
     "robustness": ("heatmap",),
     "tuning": ("heatmap",),
+    "ablation": ("heatmap",),
 }
 """Suite -> the plots drawn for it, each saved as ``<stem>_<kind>.png``."""
 

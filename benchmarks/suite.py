@@ -51,6 +51,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "compare": ("compare", "compare_normalised"),
     "robustness": ("robustness",),
     "tuning": ("tuning",),
+    "ablation": ("ablation",),
 }
 """Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
 

@@ -36,8 +36,8 @@ from benchmarks.metrics import (
 from fedhyper.methods import baselines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SUITE_NAMES = ("compare", "robustness", "tuning")
-GRID_SUITES = ("robustness", "tuning")
+SUITE_NAMES = ("compare", "robustness", "tuning", "ablation")
+GRID_SUITES = ("robustness", "tuning", "ablation")
 """Suites whose result is a grid over initial learning rates, one arm per method."""
 
 BASELINES = baselines()
