@@ -23,6 +23,7 @@ from benchmarks.tables import BASELINES, REFERENCE, compare_metrics, grids, tune
 PLOT_KINDS: dict[str, tuple[str, ...]] = {
     "compare": ("accuracy", "lr"),
     "robustness": ("heatmap",),
+    "hdet": ("accuracy", "lr"),
 }
 """Suite -> the plots drawn for it, each saved as ``<stem>_<kind>.png``."""
 

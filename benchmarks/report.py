@@ -40,7 +40,8 @@ def render(path: Path, data: dict[str, Any] | None = None) -> list[Path]:
     stem = path.with_suffix("")
     table_path = path.with_suffix(".md")
     table_path.write_text(table(data), encoding="utf-8")
-    plots = plot_compare(data, stem) if data["suite"] == "compare" else plot_robustness(data, stem)
+    robustness = data["suite"] == "robustness"
+    plots = plot_robustness(data, stem) if robustness else plot_compare(data, stem)
     return [table_path, *plots]
 
 
