@@ -25,9 +25,11 @@ from fedhyper.training import evaluate
 from fedhyper.wire import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
+    PROBE_LOSS_AFTER_KEY,
+    PROBE_LOSS_BEFORE_KEY,
     SCHEDULED_CLIENT_LR_KEY,
+    TRAIN_LOSS_KEY,
     TrainInstruction,
-    TrainReport,
 )
 from strategies.delegating import DelegatingStrategy
 
@@ -58,6 +60,14 @@ class ValidationLoss:
         """Return the mean cross-entropy of the model ``arrays`` on the sample."""
         self.model.load_state_dict(arrays.to_torch_state_dict())
         return evaluate(self.model, self.data, device=self.device).loss
+
+
+def _number(metrics: MetricRecord, key: str) -> float:
+    """Return a reply's metric ``key``, which must be a number."""
+    value = metrics.get(key)
+    if not isinstance(value, int | float):
+        raise ValueError(f"a training reply lacks the number {key!r} its FedHDET signal needs")
+    return float(value)
 
 
 class HDETStrategy(DelegatingStrategy):
@@ -113,14 +123,16 @@ class HDETStrategy(DelegatingStrategy):
 
         A client's slot is its place among the sampled nodes in the grid's order (the
         runner's client order), so the assignment does not depend on the order in which
-        Flower's sampling listed the messages.
+        Flower's sampling listed the messages; the messages come back in slot order.
         """
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        destinations = {message.metadata.dst_node_id for message in messages}
-        slots = [node_id for node_id in grid.get_node_ids() if node_id in destinations]
+        messages = {
+            message.metadata.dst_node_id: message
+            for message in super().configure_train(server_round, arrays, config, grid)
+        }
+        slots = [node_id for node_id in grid.get_node_ids() if node_id in messages]
         assigned = self.spread.assign(server_round, len(slots))
         self._sent = dict(zip(slots, assigned, strict=True))
-        return [self._with_values(message) for message in messages]
+        return [self._with_values(messages[node_id]) for node_id in slots]
 
     def _with_values(self, message: Message) -> Message:
         """Return a copy of ``message`` whose instruction carries its client's values."""
@@ -147,11 +159,16 @@ class HDETStrategy(DelegatingStrategy):
         """Aggregate with ``inner``, then move the base values by the replies' signals.
 
         Only the replies given here count (the runner passes those that passed its
-        screening); error replies among them are skipped. The metrics' scheduled client
-        LR is the base LR the round trained around.
+        screening); error replies among them, and replies from nodes this round did not
+        instruct, carry no signal. The metrics' scheduled client LR is the base LR the
+        round trained around.
         """
         replies = list(replies)
-        answered = [reply for reply in replies if not reply.has_error()]
+        answered = [
+            reply
+            for reply in replies
+            if not reply.has_error() and reply.metadata.src_node_id in self._sent
+        ]
         signals = [self._signal(reply) for reply in answered]
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is None:
@@ -164,13 +181,12 @@ class HDETStrategy(DelegatingStrategy):
 
     def _signal(self, reply: Message) -> float:
         """Return a reply's signal, lower is better."""
-        report = TrainReport.from_record(next(iter(reply.content.metric_records.values())))
+        metrics = next(iter(reply.content.metric_records.values()))
         if self.signal == "train_loss":
-            return report.train_loss
+            return _number(metrics, TRAIN_LOSS_KEY)
         if self.signal == "loss_drop":
-            if report.probe_loss_before is None or report.probe_loss_after is None:
-                raise ValueError("a reply lacks the probe losses the loss_drop signal needs")
-            return relative_loss(report.probe_loss_before, report.probe_loss_after)
+            before = _number(metrics, PROBE_LOSS_BEFORE_KEY)
+            return relative_loss(before, _number(metrics, PROBE_LOSS_AFTER_KEY))
         assert self.validation is not None  # checked in __init__
         return self.validation(reply.content.array_records[ARRAYS_RECORD])
 
