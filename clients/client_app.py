@@ -20,6 +20,7 @@ A node needs ``partition-id`` or ``data-dir``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
+from torch.utils.data import TensorDataset
 
 from clients.faults import inject_fault
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
@@ -175,6 +177,11 @@ def _client_rule(
     return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
 
 
+def _first_rows(data: TensorDataset, count: int) -> TensorDataset:
+    """Return the first ``count`` rows (a client's training rows are in a seeded random order)."""
+    return TensorDataset(*(tensor[:count] for tensor in data.tensors))
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this client's data with the LR the server set."""
@@ -182,6 +189,8 @@ def train(message: Message, context: Context) -> Message:
     task = instruction.task
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
+    probe = _first_rows(data.train, instruction.probe_examples)
+    probe_before = evaluate(model, probe, device=device).loss if len(probe) else None
     result, rule = train_client(
         model,
         data.train,
@@ -198,6 +207,9 @@ def train(message: Message, context: Context) -> Message:
     if state:
         context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))
     report = TrainReport.from_lrs(len(data.train), result.mean_loss, result.lrs, rule.report())
+    if probe_before is not None:
+        probe_after = evaluate(model, probe, device=device).loss
+        report = replace(report, probe_loss_before=probe_before, probe_loss_after=probe_after)
     content = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),

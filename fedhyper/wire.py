@@ -94,6 +94,9 @@ LR_STAT_KEYS = {
     "lr_max": "lr-max",
 }
 """The reply metric of each learning-rate statistic of a :class:`TrainReport`."""
+PROBE_EXAMPLES_KEY = "probe-examples"
+PROBE_LOSS_BEFORE_KEY = "probe-loss-before"
+PROBE_LOSS_AFTER_KEY = "probe-loss-after"
 EVAL_LOSS_KEY = "eval-loss"
 EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
@@ -350,6 +353,10 @@ class TrainInstruction:
         That rule's settings.
     faults : FaultPlan or None
         Faults to inject (robustness tests); ``None`` sends none.
+    probe_examples : int
+        Measure the loss of the first this many rows of the client's training split
+        before and after training, and report both (FedHDET's ``loss_drop`` signal);
+        0 measures nothing.
 
     """
 
@@ -360,6 +367,7 @@ class TrainInstruction:
     client_rule: str
     client_rule_settings: Mapping[str, Scalar] = field(default_factory=dict)
     faults: FaultPlan | None = None
+    probe_examples: int = 0
 
     @classmethod
     def from_experiment(
@@ -404,6 +412,8 @@ class TrainInstruction:
         record |= {CLIENT_RULE_PREFIX + k: v for k, v in self.client_rule_settings.items()}
         if self.faults is not None:
             record |= {FAULT_PREFIX + k: v for k, v in asdict(self.faults).items()}
+        if self.probe_examples:
+            record[PROBE_EXAMPLES_KEY] = self.probe_examples
         return record
 
     @classmethod
@@ -429,6 +439,7 @@ class TrainInstruction:
                 if reader.has_any(FAULT_PREFIX)
                 else None
             ),
+            probe_examples=reader.take_optional(PROBE_EXAMPLES_KEY, int) or 0,
         )
         reader.done()
         return instruction
@@ -480,6 +491,9 @@ class TrainReport:
         Statistics of the per-step learning rates it trained with.
     client_rule_report : mapping of str to float
         Figures its client rule reports.
+    probe_loss_before, probe_loss_after : float or None
+        The loss on the probe rows (:attr:`TrainInstruction.probe_examples`) of the
+        model it received and of the model it trained; ``None`` when not asked.
 
     """
 
@@ -492,6 +506,8 @@ class TrainReport:
     lr_min: float
     lr_max: float
     client_rule_report: Mapping[str, float] = field(default_factory=dict)
+    probe_loss_before: float | None = None
+    probe_loss_after: float | None = None
 
     @classmethod
     def from_lrs(
@@ -542,6 +558,10 @@ class TrainReport:
         }
         record |= {key: getattr(self, name) for name, key in LR_STAT_KEYS.items()}
         record |= {CLIENT_RULE_PREFIX + k: v for k, v in self.client_rule_report.items()}
+        if self.probe_loss_before is not None:
+            record[PROBE_LOSS_BEFORE_KEY] = self.probe_loss_before
+        if self.probe_loss_after is not None:
+            record[PROBE_LOSS_AFTER_KEY] = self.probe_loss_after
         return record
 
     @classmethod
@@ -562,6 +582,8 @@ class TrainReport:
             steps=reader.take(STEPS_KEY, int),
             **{name: reader.take(key, float) for name, key in LR_STAT_KEYS.items()},
             client_rule_report=reader.take_prefixed_numbers(CLIENT_RULE_PREFIX),
+            probe_loss_before=reader.take_optional(PROBE_LOSS_BEFORE_KEY, float),
+            probe_loss_after=reader.take_optional(PROBE_LOSS_AFTER_KEY, float),
         )
         reader.done()
         return report
@@ -693,7 +715,8 @@ class RoundTraining:
 
         """
         reader = _Reader(record, "aggregated training metrics")
-        for key in (NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY, STEPS_KEY, *LR_STAT_KEYS.values()):
+        averaged = (NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY, STEPS_KEY, *LR_STAT_KEYS.values())
+        for key in (*averaged, PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
             reader.take_optional(key, float)
         reader.take_prefixed(CLIENT_RULE_PREFIX)
         default = ServerStep()

@@ -126,6 +126,24 @@ CASES = {
     "CL method without CL": case(
         "compose", ("strategy=fedhyper_cl", "client_rule=constant"), "client_rule", "hypergradient"
     ),
+    "FedHDET linear spread of 1": case(
+        "compose", ("strategy=fedhdet", "strategy.spread=1"), "strategy.spread", "[0, 1)"
+    ),
+    "FedHDET unknown signal": case(
+        "compose", ("strategy=fedhdet", "strategy.signal=accuracy"), "strategy.signal", "loss_drop"
+    ),
+    "FedHDET unknown global rule": case(
+        "compose",
+        ("strategy=fedhdet", "strategy.global_rule=fedadam"),
+        "strategy.global_rule",
+        "fedhyper_g",
+    ),
+    "FedHDET spread weight decay of 0": case(
+        "compose",
+        ("strategy=fedhdet", "strategy.spread_weight_decay=true"),
+        "client.weight_decay",
+        "> 0 while strategy.spread_weight_decay",
+    ),
     "unknown client rule": case("compose", "client_rule=sometimes", "client_rule", "constant"),
     "client rule setting out of range": case(
         "compose",
