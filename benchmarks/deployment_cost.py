@@ -134,6 +134,8 @@ def loopback_federation(work: Path, env: dict[str, str]) -> Iterator[float]:
     port = free_port_block(1 + NUM_CLIENTS)
     command = [str(FEDERATION), "start", "--dir", str(work / "federation")]
     command += ["-n", str(NUM_CLIENTS), "--port", str(port), "--node-port-base", str(port + 1)]
+    # Stopped with this process, also if it is killed before the `finally` below runs.
+    command += ["--owner", str(os.getpid())]
     start = time.perf_counter()
     try:
         subprocess.run(command, env=env, check=True, timeout=300)
