@@ -13,7 +13,9 @@
   messages per round.
 
 Per-round seconds come from the ``wall_s`` column of each run's ``history.jsonl`` (the
-server's clock), so process start-up before round 1 is reported apart. The machine is
+server's clock), so process start-up before round 1 is reported apart. The cold import
+of the ClientApp module, which every deployed message pays, is timed next to torch's
+alone. The machine is
 shared with other work; the load average before and after each run is recorded.
 """
 
@@ -187,6 +189,21 @@ def run_simulation(work: Path, env: dict[str, str], overrides: list[str]) -> dic
     }
 
 
+COLD_IMPORTS = ("torch", "clients.client_app")
+"""Modules whose import a fresh ClientApp process pays: torch alone, and the whole app."""
+
+
+def cold_import_seconds(module: str, env: dict[str, str], repeats: int = 3) -> float:
+    """Return the median wall time of ``python -c "import <module>"`` in fresh processes."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        command = [sys.executable, "-c", f"import {module}"]
+        subprocess.run(command, cwd=REPO, env=env, check=True, timeout=300)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 2)
+
+
 def round_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Summarise the server's per-round wall times.
 
@@ -235,6 +252,16 @@ def main(argv: list[str] | None = None) -> None:
         "FLWR_DISABLE_UPDATE_CHECK": "1",
     }
     env.pop(POLL_ENV, None)
+    load_before = os.getloadavg()[0]
+    python_env = {**env, "PYTHONPATH": str(REPO)}
+    cold_imports: dict[str, object] = {
+        module: cold_import_seconds(module, python_env) for module in COLD_IMPORTS
+    }
+    cold_imports["load_average_1min_before_after"] = [
+        round(load_before, 2),
+        round(os.getloadavg()[0], 2),
+    ]
+    print(json.dumps(cold_imports), flush=True)
     runs = []
     for variant in VARIANTS:
         overrides = job_overrides(args.rounds, args.max_steps, variant.federated_evaluation)
@@ -274,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                 "fresh flwr-clientapp process (Python, torch and the data layer imported "
                 "again); neither has a setting"
             ),
+            "cold_import_s": cold_imports,
             "runs": runs,
         },
     )
