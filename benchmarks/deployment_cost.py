@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -193,15 +194,29 @@ COLD_IMPORTS = ("torch", "clients.client_app")
 """Modules whose import a fresh ClientApp process pays: torch alone, and the whole app."""
 
 
-def cold_import_seconds(module: str, env: dict[str, str], repeats: int = 3) -> float:
-    """Return the median wall time of ``python -c "import <module>"`` in fresh processes."""
-    times = []
+def cold_import_seconds(module: str, env: dict[str, str], repeats: int = 3) -> dict[str, float]:
+    """Time ``python -c "import <module>"`` in fresh processes.
+
+    Returns
+    -------
+    dict
+        The median ``wall_s`` and ``cpu_s`` (user + system, of the child alone): on a
+        shared machine the CPU time is the steadier of the two.
+
+    """
+    walls, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         command = [sys.executable, "-c", f"import {module}"]
         subprocess.run(command, cwd=REPO, env=env, check=True, timeout=300)
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 2)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {
+        "wall_s": round(statistics.median(walls), 2),
+        "cpu_s": round(statistics.median(cpus), 2),
+    }
 
 
 def round_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:

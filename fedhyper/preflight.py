@@ -71,9 +71,9 @@ def _check_writable(key: str, directory: Path) -> None:
 
 
 def check_device(config: ExperimentConfig) -> None:
-    """Refuse ``client.device=cuda`` where the clients will run, on this machine, lack CUDA.
+    """Refuse ``client.device=cuda`` on a machine without CUDA, before a simulation.
 
-    For simulation, whose clients run here; a deployed SuperNode checks its own device
+    Simulated clients run on this machine; a deployed SuperNode checks its own device
     when the server first asks it which partition it serves.
 
     Raises

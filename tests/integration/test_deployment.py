@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, NUM_PARTITIONS_KEY, local_data
@@ -343,6 +344,18 @@ def test_unregistered_supernodes_are_refused(federation: Federation) -> None:
     assert sorted(node["status"] for node in nodes) == ["online"] * len(NODE_ROWS)
 
 
+def wait_until_finished(federation: Federation, run_id: str) -> dict[str, Any]:
+    """Poll ``flwr ls`` until the run has finished (or 240 s have passed)."""
+    deadline = time.monotonic() + 240
+    while True:
+        runs = federation.flwr_json("ls", CONNECTION, "--run-id", run_id)["runs"]
+        assert len(runs) == 1
+        run: dict[str, Any] = runs[0]
+        if str(run["status"]).startswith("finished") or time.monotonic() > deadline:
+            return run
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def fedhyper_run(
     federation: Federation, tmp_path_factory: pytest.TempPathFactory
@@ -352,18 +365,30 @@ def fedhyper_run(
     run_config = f"strategy='fedhyper' partition='iid' overrides='{overrides}'"
     submitted = federation.flwr_json("run", ".", CONNECTION, "--run-config", run_config)
     run_id = str(submitted["run-id"])
-    deadline = time.monotonic() + 240
-    while True:
-        runs = federation.flwr_json("ls", CONNECTION, "--run-id", run_id)["runs"]
-        assert len(runs) == 1
-        run: dict[str, Any] = runs[0]
-        if str(run["status"]).startswith("finished") or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    run = wait_until_finished(federation, run_id)
     if run["status"] != "finished:completed":
         log = federation.flwr("log", run_id, CONNECTION, "--show").stdout
         pytest.fail(f"run {run_id} ended as {run['status']}: {run.get('status-details')}\n{log}")
     return run, read_history(output_dir)
+
+
+def test_a_node_without_cuda_fails_the_run_in_one_line(
+    federation: Federation,
+    fedhyper_run: tuple[dict[str, Any], list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    # After the FedHyper run (the fixture), so the two never share the SuperNodes.
+    if torch.cuda.is_available():
+        pytest.skip("the SuperNodes see a CUDA device")
+    overrides = f"{RUN_OVERRIDES} logging.output_dir={tmp_path} client.device=cuda"
+    run_config = f"overrides='{overrides}'"
+    submitted = federation.flwr_json("run", ".", CONNECTION, "--run-config", run_config)
+    run = wait_until_finished(federation, str(submitted["run-id"]))
+    assert run["status"] == "finished:failed"
+    details = str(run["status-details"])
+    assert "\n" not in details
+    assert "cannot run this experiment: invalid value for 'client.device': 'cuda'" in details
+    assert not (tmp_path / "history.jsonl").exists()  # no round started
 
 
 def test_fedhyper_run_finished_on_both_supernodes(
