@@ -16,6 +16,11 @@ Which data a SuperNode trains on comes from its node config (``flower-supernode
     own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
 
 A node needs ``partition-id`` or ``data-dir``.
+
+A node that cannot run the task as configured (a ConfigError: its node config, or a
+device it lacks) replies with an error of code ``NODE_CONFIG_ERROR_CODE`` whose reason is
+the error's one line, rather than raising: the server stops the run on it, and the
+node's log is spared a traceback per message.
 """
 
 from __future__ import annotations
@@ -25,9 +30,18 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 from torch.utils.data import TensorDataset
 
 from clients.faults import inject_fault
@@ -42,12 +56,14 @@ from fedhyper.wire import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
     METRICS_RECORD,
+    NODE_CONFIG_ERROR_CODE,
     PARTITION_ID_KEY,
     PREVIOUS_DELTA_RECORD,
     ClientTask,
     EvaluateInstruction,
     EvaluateReport,
     NodeInfo,
+    NodeQuery,
     TrainInstruction,
     TrainReport,
 )
@@ -57,7 +73,34 @@ DATA_DIR_KEY = "data-dir"
 RULE_STATE_KEY = "client-rule-state"
 """Node state record holding what the client rule keeps for the client's next round."""
 
-app = ClientApp()
+
+def reply_config_errors(
+    message: Message, context: Context, call_next: ClientAppCallable
+) -> Message:
+    """Answer a ConfigError with an error reply of one line (a Flower mod).
+
+    Parameters
+    ----------
+    message : Message
+        The server's message.
+    context : Context
+        The node's context.
+    call_next : ClientAppCallable
+        The handler of the message.
+
+    Returns
+    -------
+    Message
+        The handler's reply, or an error reply of code ``NODE_CONFIG_ERROR_CODE``.
+
+    """
+    try:
+        return call_next(message, context)
+    except ConfigError as error:
+        return Message(Error(NODE_CONFIG_ERROR_CODE, str(error)), reply_to=message)
+
+
+app = ClientApp(mods=[reply_config_errors])
 
 
 @lru_cache(maxsize=4)
@@ -234,7 +277,11 @@ def evaluate_global(message: Message, context: Context) -> Message:
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
-    """Tell the server which partition this node serves: it samples clients by partition."""
+    """Tell the server which partition this node serves: it samples clients by partition.
+
+    The node first checks it has the device the query names.
+    """
+    pick_device(NodeQuery.from_record(message.content.config_records[CONFIG_RECORD]).device)
     partition = context.node_config.get(PARTITION_ID_KEY)
     info = NodeInfo(None if partition is None else _integer(partition))
     return Message(

@@ -10,7 +10,8 @@ instead of turning into NaN.
 The server sends a :class:`TrainInstruction` (or an :class:`EvaluateInstruction`), each
 holding the experiment's :class:`ClientTask`, so that a deployed SuperNode needs no copy
 of the experiment's configuration files. A client answers with a :class:`TrainReport`
-(or an :class:`EvaluateReport`); a node's :class:`NodeInfo` answers the server's query.
+(or an :class:`EvaluateReport`); a node's :class:`NodeInfo` answers the server's
+:class:`NodeQuery`.
 The strategies write a :class:`ServerStep` into the aggregated training metrics, which
 the round reads back as a :class:`RoundTraining`.
 """
@@ -102,6 +103,12 @@ EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
 HYPERGRADIENT_KEY = "global-hypergradient"
 SCHEDULED_CLIENT_LR_KEY = "scheduled-client-lr"
+DEVICE_KEY = "client-device"
+
+NODE_CONFIG_ERROR_CODE = 1001
+"""Error code of a reply from a node that cannot run the task as configured (e.g.
+``client.device=cuda`` without CUDA); the reason is the node's one-line ConfigError.
+Flower's own codes (``flwr.common.constant.ErrorCode``) are small integers."""
 
 _ACCEPTED: dict[type, tuple[type, ...]] = {
     bool: (bool,),
@@ -732,6 +739,35 @@ class RoundTraining:
         )
         reader.done()
         return training
+
+
+@dataclass(frozen=True)
+class NodeQuery:
+    """The server's first message to every node: what the node must be able to run.
+
+    Sent before any round, so that a node lacking the device fails the run at once.
+    """
+
+    device: str
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars."""
+        return {DEVICE_KEY: self.device}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> NodeQuery:
+        """Read the server's query.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "node query")
+        query = cls(device=reader.take(DEVICE_KEY, str))
+        reader.done()
+        return query
 
 
 @dataclass(frozen=True)

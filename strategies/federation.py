@@ -2,7 +2,8 @@
 
 Clients are found and ordered by partition, so that the same seed samples the same
 clients whatever node ids a run was given; a strategy configuring a round sees only the
-nodes sampled for it, through :class:`SampledGrid`.
+nodes sampled for it, through :class:`SampledGrid`. Every message goes out and every
+reply comes back through :func:`exchange`, in simulation and deployment alike.
 """
 
 from __future__ import annotations
@@ -11,18 +12,84 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from flwr.app import Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedhyper.config import ExperimentConfig
+from fedhyper.config import ExperimentConfig, SimulationConfig
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.wire import PARTITION_ID_KEY, NodeInfo, WireFormatError
+from fedhyper.wire import (
+    CONFIG_RECORD,
+    NODE_CONFIG_ERROR_CODE,
+    PARTITION_ID_KEY,
+    NodeInfo,
+    NodeQuery,
+    WireFormatError,
+)
 
 
 class FederationError(FedHyperError):
     """The SuperNodes cannot be told apart by partition, so sampling is not reproducible."""
+
+
+class NodeConfigError(FedHyperError):
+    """A SuperNode cannot run the experiment as configured (e.g. it lacks the device)."""
+
+
+def exchange(
+    grid: Grid,
+    messages: Iterable[Message],
+    simulation: SimulationConfig,
+    timeout: float | None = None,
+) -> list[Message]:
+    """Send messages and collect the replies that arrive in time.
+
+    The replies are pulled every ``simulation.poll_interval_s`` seconds: Flower's
+    ``send_and_receive`` waits a fixed 3 s between pulls in a deployment, which a round
+    whose clients answer in under a second would spend idle.
+
+    Parameters
+    ----------
+    grid : Grid
+        The federation.
+    messages : iterable of Message
+        One message per destination node.
+    simulation : SimulationConfig
+        The polling interval and the round timeout.
+    timeout : float or None
+        Seconds to wait for the replies; ``None`` means ``simulation.round_timeout_s``.
+
+    Returns
+    -------
+    list of Message
+        The replies that arrived within the timeout, in arrival order.
+
+    Raises
+    ------
+    NodeConfigError
+        If a node answered that it cannot run the task as configured.
+
+    """
+    wait_s = simulation.round_timeout_s if timeout is None else timeout
+    deadline = time.monotonic() + wait_s
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        replies.extend(arrived)
+        pending -= {reply.metadata.reply_to_message_id for reply in arrived}
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            break
+        time.sleep(min(simulation.poll_interval_s, left))
+    for reply in replies:
+        if reply.has_error() and reply.error.code == NODE_CONFIG_ERROR_CODE:
+            raise NodeConfigError(
+                f"SuperNode {reply.metadata.src_node_id} cannot run this experiment: "
+                f"{reply.error.reason}"
+            )
+    return replies
 
 
 def wait_for_federation(grid: Grid, config: ExperimentConfig) -> None:
@@ -111,18 +178,25 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
     ------
     FederationError
         If a node does not answer or two nodes claim one partition.
+    NodeConfigError
+        If a node cannot run the experiment as configured.
 
     """
     wait_for_federation(grid, config)
     node_ids = sorted(grid.get_node_ids())
+    query = NodeQuery(device=config.client.device)
     queries = [
-        Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
+        Message(
+            RecordDict({CONFIG_RECORD: ConfigRecord(query.to_record())}),
+            dst_node_id=node_id,
+            message_type=MessageType.QUERY,
+        )
         for node_id in node_ids
     ]
     # Simulation starts its workers on the first message: allow start-up time, not just
     # a round's.
     timeout = max(config.simulation.node_wait_s, config.simulation.round_timeout_s)
-    replies = list(grid.send_and_receive(queries, timeout=timeout))
+    replies = exchange(grid, queries, config.simulation, timeout)
     answered = {reply.metadata.src_node_id: reply for reply in replies}
     silent = [node_id for node_id in node_ids if node_id not in answered]
     errors = [reply for reply in replies if reply.has_error()]

@@ -3,13 +3,15 @@
 A simulation worker process serves many clients in turn, so everything expensive is
 memoised per process: the decoded split (:func:`~fedhyper.data.tensors.load_tensors`)
 and the partition of its rows (:func:`_partitions`). Serving one client then costs an
-index, a shuffle and a dtype conversion of that client's rows only.
+index, a shuffle and a dtype conversion of that client's rows only. Both are also cached
+on disk, for the fresh process a deployed SuperNode starts for every message.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fedhyper.config import DatasetConfig, DatasetSpec, PartitionConfig
-from fedhyper.data.partition import partition_indices
+from fedhyper.data.partition_cache import cached_partitions
 from fedhyper.data.source import resolve_data_dir
 from fedhyper.data.tensors import TensorSplit, load_tensors, resolve_cache_dir, to_model_inputs
 from fedhyper.errors import ConfigError
@@ -180,7 +182,9 @@ def _partitions(
     # Without natural ids, "natural" gets labels and partition_indices rejects the kind.
     ids = split.natural_ids
     keys = ids if kind == "natural" and ids is not None else split.labels.numpy()
-    return tuple(partition_indices(spec, keys, kind, num_clients, alpha, classes_per_client, seed))
+    return cached_partitions(
+        Path(cache_dir), spec, keys, kind, num_clients, alpha, classes_per_client, seed
+    )
 
 
 def test_data(dataset: DatasetConfig) -> TensorDataset:

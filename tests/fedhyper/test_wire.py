@@ -18,6 +18,7 @@ from fedhyper.wire import (
     EvaluateReport,
     FederatedEvaluation,
     NodeInfo,
+    NodeQuery,
     RoundTraining,
     ServerStep,
     TrainInstruction,
@@ -55,6 +56,7 @@ def test_the_other_messages_survive_the_trip() -> None:
     assert TrainReport.from_record(report.to_record()) == report
     assert NodeInfo.from_record(NodeInfo(5).to_record()) == NodeInfo(5)
     assert NodeInfo.from_record(NodeInfo(None).to_record()) == NodeInfo(None)
+    assert NodeQuery.from_record(NodeQuery("cuda").to_record()) == NodeQuery("cuda")
 
 
 def test_a_training_report_summarises_the_step_learning_rates() -> None:
