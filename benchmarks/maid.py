@@ -148,7 +148,7 @@ def run_unregularised(
         lambda x: problem.lower_gradient(x, torch.full(shape, -math.inf, dtype=torch.float64)),
         torch.zeros(shape, dtype=torch.float64),
         mu=1.0,  # with μ = 1 the test is ‖∇‖ ≤ tolerance
-        smoothness=problem.data_smoothness,
+        smoothness=problem.training.data_smoothness,
         epsilon=UNREGULARISED_TOLERANCE,
         max_evaluations=max_rounds,
         kind="gradient",

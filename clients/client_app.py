@@ -15,7 +15,8 @@ Which data a SuperNode trains on comes from its node config (``flower-supernode
     Without ``partition-id`` the node trains on *every* row of that train split: its
     own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
 
-A node needs ``partition-id`` or ``data-dir``.
+A node needs ``partition-id`` or ``data-dir``. FedMAID's queries
+(:mod:`clients.bilevel`) need ``partition-id``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
+from clients import bilevel
 from clients.faults import inject_fault
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
 from fedhyper.config import DatasetSpec
@@ -38,6 +40,10 @@ from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
 from fedhyper.wire import (
     ARRAYS_RECORD,
+    BILEVEL_DESCRIBE_ACTION,
+    BILEVEL_GRADIENT_ACTION,
+    BILEVEL_HESSIAN_VECTOR_ACTION,
+    BILEVEL_LOCAL_DESCENT_ACTION,
     CONFIG_RECORD,
     METRICS_RECORD,
     PARTITION_ID_KEY,
@@ -56,6 +62,10 @@ RULE_STATE_KEY = "client-rule-state"
 """Node state record holding what the client rule keeps for the client's next round."""
 
 app = ClientApp()
+app.query(BILEVEL_DESCRIBE_ACTION)(bilevel.describe)
+app.query(BILEVEL_GRADIENT_ACTION)(bilevel.gradient)
+app.query(BILEVEL_HESSIAN_VECTOR_ACTION)(bilevel.hessian_vector)
+app.query(BILEVEL_LOCAL_DESCENT_ACTION)(bilevel.local_descent_query)
 
 
 @lru_cache(maxsize=4)

@@ -15,7 +15,7 @@ from flwr.app import Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedhyper.config import ExperimentConfig
+from fedhyper.config import ExperimentConfig, SimulationConfig
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.sampling import Purpose, sample_clients
 from fedhyper.wire import PARTITION_ID_KEY, NodeInfo, WireFormatError
@@ -25,24 +25,26 @@ class FederationError(FedHyperError):
     """The SuperNodes cannot be told apart by partition, so sampling is not reproducible."""
 
 
-def wait_for_federation(grid: Grid, config: ExperimentConfig) -> None:
-    """Wait until one SuperNode per partition has connected; fail clearly otherwise.
+def wait_for_federation(
+    grid: Grid, expected: int, simulation: SimulationConfig, count_key: str
+) -> None:
+    """Wait until ``expected`` SuperNodes have connected; fail clearly otherwise.
 
     SuperNodes register asynchronously (also in simulation), so the count is polled
-    for up to ``simulation.node_wait_s`` seconds.
+    for up to ``simulation.node_wait_s`` seconds; ``count_key`` is the setting that
+    asked for ``expected`` clients.
     """
-    expected = config.partition.num_clients
-    deadline = time.monotonic() + config.simulation.node_wait_s
+    deadline = time.monotonic() + simulation.node_wait_s
     while (connected := len(list(grid.get_node_ids()))) < expected:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
     if connected != expected:
         raise ConfigError(
-            "partition.num_clients",
+            count_key,
             expected,
             f"{connected}, the number of SuperNodes connected after "
-            f"{config.simulation.node_wait_s:g} s (num-supernodes of the federation)",
+            f"{simulation.node_wait_s:g} s (num-supernodes of the federation)",
         )
 
 
@@ -93,14 +95,32 @@ class ClientDirectory:
 
 
 def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
+    """Ask every SuperNode of an experiment's federation which partition it serves.
+
+    See :func:`find_clients`; the experiment says how many clients and which timeouts.
+    """
+    return find_clients(grid, config.partition.num_clients, config.simulation)
+
+
+def find_clients(
+    grid: Grid,
+    expected: int,
+    simulation: SimulationConfig,
+    count_key: str = "partition.num_clients",
+) -> ClientDirectory:
     """Ask every SuperNode which partition it serves.
 
     Parameters
     ----------
     grid : Grid
         The connected federation.
-    config : ExperimentConfig
-        The experiment (number of clients, timeouts).
+    expected : int
+        The number of SuperNodes to wait for.
+    simulation : SimulationConfig
+        The timeouts: ``node_wait_s`` for the nodes to connect, the longer of it and
+        ``round_timeout_s`` for their answers.
+    count_key : str
+        The setting that asked for ``expected`` clients, named if fewer connect.
 
     Returns
     -------
@@ -109,11 +129,13 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
 
     Raises
     ------
+    ConfigError
+        If not ``expected`` nodes connect.
     FederationError
         If a node does not answer or two nodes claim one partition.
 
     """
-    wait_for_federation(grid, config)
+    wait_for_federation(grid, expected, simulation, count_key)
     node_ids = sorted(grid.get_node_ids())
     queries = [
         Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
@@ -121,7 +143,7 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
     ]
     # Simulation starts its workers on the first message: allow start-up time, not just
     # a round's.
-    timeout = max(config.simulation.node_wait_s, config.simulation.round_timeout_s)
+    timeout = max(simulation.node_wait_s, simulation.round_timeout_s)
     replies = list(grid.send_and_receive(queries, timeout=timeout))
     answered = {reply.metadata.src_node_id: reply for reply in replies}
     silent = [node_id for node_id in node_ids if node_id not in answered]

@@ -10,6 +10,7 @@ import torch
 from fedhyper.bilevel.fashion12 import downsample, load_fashion12
 from fedhyper.bilevel.logistic import (
     LabelledData,
+    LocalShards,
     LogisticL2Problem,
     loss_smoothness,
     shard_gradient,
@@ -56,10 +57,12 @@ def test_shard_gradient_and_hessian_vector_match_autograd() -> None:
 
 def test_shard_weights_make_the_training_loss_the_overall_mean() -> None:
     problem = small_problem()
-    assert len(problem.shards) == 3  # the empty shard is dropped
+    assert isinstance(problem.training, LocalShards)
+    shards = problem.training.shards
+    assert len(shards) == 3  # the empty shard is dropped
     pooled = LabelledData(
-        torch.cat([s.features for s in problem.shards]),
-        torch.cat([s.labels for s in problem.shards]),
+        torch.cat([s.features for s in shards]),
+        torch.cat([s.labels for s in shards]),
     )
     weights = torch.randn(FEATURES, CLASSES, dtype=DTYPE)
     assert problem.training_loss(weights) == pytest.approx(shard_loss(weights, pooled))
