@@ -186,7 +186,7 @@ def _write_summary(run_dir: Path, maid: MAID, history: list[dict[str, Any]]) -> 
     weights = torch.exp(maid.theta).flatten()
     levels = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     summary = {
-        "steps": len(history),
+        "outer_steps": len(history),
         "accepted_steps": sum(row["accepted"] for row in history),
         "total_rounds": maid.total_rounds,
         "final_upper_value": history[-1]["upper_value"] if history else None,

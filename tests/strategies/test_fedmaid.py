@@ -18,9 +18,11 @@ SMALL = [
     "task.validation_examples=120",
     "task.test_examples=100",
     "task.num_clients=3",
-    "max_steps=3",
-    # A first step this large is accepted within three steps on this task.
+    "max_steps=2",
+    # With these, both steps are accepted at about 250 rounds in all.
     "maid.step0=30",
+    "maid.epsilon0=0.005",
+    "maid.delta0=0.005",
 ]
 
 
@@ -67,7 +69,7 @@ def federated(config: FedMAIDConfig, run_dir: Path) -> tuple[list[dict], dict]:
     [
         ["lower.solver=accelerated"],
         # Two local steps drift from x̂(θ): the capped solves end uncertified, alike.
-        ["lower.solver=fedavg", "lower.local_steps=2", "lower.max_rounds=40"],
+        ["lower.solver=fedavg", "lower.local_steps=2", "lower.max_rounds=10"],
     ],
     ids=["accelerated", "fedavg"],
 )
@@ -75,8 +77,8 @@ def test_federated_run_takes_the_centralised_iterates(tmp_path: Path, lower: lis
     config = small(*lower)
     history, state = federated(config, tmp_path)
     reference = centralised(config)
-    assert [row["iteration"] for row in history] == [0, 1, 2]
-    assert any(row["accepted"] for row in history)
+    assert [row["iteration"] for row in history] == [0, 1]
+    assert all(row["accepted"] for row in history)
     for row, record in zip(history, reference.records, strict=True):
         assert row["lower_gradients"] == record.lower_gradients
         assert row["hessian_vector_products"] == record.hessian_vector_products
@@ -97,10 +99,10 @@ def test_every_round_sent_is_counted_in_its_step(tmp_path: Path) -> None:
 
 
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
-    whole_history, whole = federated(small("max_steps=4"), tmp_path / "whole")
+    whole_history, whole = federated(small("max_steps=3"), tmp_path / "whole")
     run_dir = tmp_path / "split"
-    federated(small("max_steps=2"), run_dir)
-    resumed_history, resumed = federated(small("max_steps=4", f"resume={run_dir}"), run_dir)
+    federated(small("max_steps=1"), run_dir)
+    resumed_history, resumed = federated(small("max_steps=3", f"resume={run_dir}"), run_dir)
     assert torch.equal(resumed["theta"], whole["theta"])
     assert torch.equal(resumed["x"], whole["x"])
     assert resumed["records"] == whole["records"]

@@ -12,6 +12,7 @@ from fedhyper.bilevel.logistic import (
     LabelledData,
     LocalShards,
     LogisticL2Problem,
+    local_descent,
     loss_smoothness,
     shard_gradient,
     shard_hessian_vector,
@@ -92,6 +93,32 @@ def test_lower_solve_is_certified_and_accurate() -> None:
     assert float(torch.linalg.vector_norm(rough.x - reference)) <= 1e-3
 
 
+def test_one_local_step_per_round_is_gradient_descent() -> None:
+    problem = small_problem()
+    local = LogisticL2Problem(problem.training, problem.validation, solver="fedavg")
+    theta, start = theta0(), torch.zeros(FEATURES, CLASSES, dtype=DTYPE)
+    by_rounds = local.solve_lower(theta, start, 1e-6)
+    by_gradients = problem.solve_lower(theta, start, 1e-6)
+    step = 1 / problem.lower_smoothness(theta)
+    descended = start
+    for _ in range(by_rounds.gradient_evaluations - 1):
+        descended = descended - step * problem.lower_gradient(descended, theta)
+    assert by_rounds.certified
+    assert torch.allclose(by_rounds.x, descended, rtol=0, atol=1e-12)
+    assert float(torch.linalg.vector_norm(by_rounds.x - by_gradients.x)) < 2e-6
+
+
+def test_local_descent_steps_on_the_shards_regularised_loss() -> None:
+    data = random_data(6, 1)
+    x, theta = torch.randn(FEATURES, CLASSES, dtype=DTYPE), theta0()
+    first, point = local_descent(x, theta, data, 2, 0.5)
+    middle = x - 0.5 * (shard_gradient(x, data) + torch.exp(theta) * x)
+    assert torch.equal(first, shard_gradient(x, data))
+    assert torch.allclose(
+        point, middle - 0.5 * (shard_gradient(middle, data) + torch.exp(theta) * middle)
+    )
+
+
 def hypergradient_error(
     problem: LogisticL2Problem, accuracy: float, reference: torch.Tensor
 ) -> float:
@@ -135,6 +162,8 @@ def test_bad_solver_settings_name_their_key() -> None:
         LogisticL2Problem([data], data, solver="newton")
     with pytest.raises(ConfigError, match=r"maid\.max_lower_evaluations"):
         LogisticL2Problem([data], data, max_lower_evaluations=0)
+    with pytest.raises(ConfigError, match=r"maid\.local_steps"):
+        LogisticL2Problem([data], data, solver="fedavg", local_steps=0)
 
 
 def test_downsample_averages_areas_to_144_features_in_unit_range() -> None:
