@@ -39,5 +39,5 @@ def test_a_resumed_run_keeps_its_defining_settings() -> None:
     resumed = resumed_fedmaid(saved, ["max_steps=5"], "runs/a")
     assert resumed.task.num_clients == 3 and resumed.max_steps == 5
     assert resumed.resume == "runs/a"
-    with pytest.raises(ConfigError, match="'task.num_clients'.*unchanged when resuming"):
+    with pytest.raises(ConfigError, match=r"'task\.num_clients'.*unchanged when resuming"):
         resumed_fedmaid(saved, ["task.num_clients=4"], "runs/a")
