@@ -15,7 +15,8 @@ Which data a SuperNode trains on comes from its node config (``flower-supernode
     Without ``partition-id`` the node trains on *every* row of that train split: its
     own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
 
-A node needs ``partition-id`` or ``data-dir``.
+A node needs ``partition-id`` or ``data-dir``. FedMAID's queries
+(:mod:`clients.bilevel`) need ``partition-id``.
 
 A node that cannot run the task as configured (a ConfigError: its node config, or a
 device it lacks) replies with an error of code ``NODE_CONFIG_ERROR_CODE`` whose reason is
@@ -44,6 +45,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from torch.utils.data import TensorDataset
 
+from clients import bilevel
 from clients.faults import inject_fault
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
 from fedhyper.config import DatasetSpec
@@ -54,6 +56,10 @@ from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
 from fedhyper.wire import (
     ARRAYS_RECORD,
+    BILEVEL_DESCRIBE_ACTION,
+    BILEVEL_GRADIENT_ACTION,
+    BILEVEL_HESSIAN_VECTOR_ACTION,
+    BILEVEL_LOCAL_DESCENT_ACTION,
     CONFIG_RECORD,
     METRICS_RECORD,
     NODE_CONFIG_ERROR_CODE,
@@ -101,6 +107,10 @@ def reply_config_errors(
 
 
 app = ClientApp(mods=[reply_config_errors])
+app.query(BILEVEL_DESCRIBE_ACTION)(bilevel.describe)
+app.query(BILEVEL_GRADIENT_ACTION)(bilevel.gradient)
+app.query(BILEVEL_HESSIAN_VECTOR_ACTION)(bilevel.hessian_vector)
+app.query(BILEVEL_LOCAL_DESCENT_ACTION)(bilevel.local_descent_query)
 
 
 @lru_cache(maxsize=4)

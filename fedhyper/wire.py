@@ -14,6 +14,13 @@ of the experiment's configuration files. A client answers with a :class:`TrainRe
 :class:`NodeQuery`.
 The strategies write a :class:`ServerStep` into the aggregated training metrics, which
 the round reads back as a :class:`RoundTraining`.
+
+FedMAID's server asks its clients through query actions (``query.<action>``): a
+:class:`BilevelQuery` with tensors under :data:`BILEVEL_TENSORS_RECORD`, answered by
+a :class:`ShardInfo` (``BILEVEL_DESCRIBE_ACTION``), a :class:`ShardLoss` and the
+gradient (``BILEVEL_GRADIENT_ACTION``), a Hessian-vector product
+(``BILEVEL_HESSIAN_VECTOR_ACTION``), or the gradient and a locally trained point
+(``BILEVEL_LOCAL_DESCENT_ACTION``).
 """
 
 from __future__ import annotations
@@ -109,6 +116,26 @@ NODE_CONFIG_ERROR_CODE = 1001
 """Error code of a reply from a node that cannot run the task as configured (e.g.
 ``client.device=cuda`` without CUDA); the reason is the node's one-line ConfigError.
 Flower's own codes (``flwr.common.constant.ErrorCode``) are small integers."""
+
+BILEVEL_DESCRIBE_ACTION = "bilevel_describe"
+BILEVEL_GRADIENT_ACTION = "bilevel_gradient"
+BILEVEL_HESSIAN_VECTOR_ACTION = "bilevel_hessian_vector"
+BILEVEL_LOCAL_DESCENT_ACTION = "bilevel_local_descent"
+"""Query actions of FedMAID's clients (Python names, as Flower requires): a message of
+type ``query.<action>`` reaches each."""
+
+BILEVEL_TENSORS_RECORD = "bilevel-tensors"
+"""Array record of FedMAID's queries and replies, one tensor under each key below."""
+BILEVEL_POINT_KEY = "bilevel-point"
+BILEVEL_THETA_KEY = "bilevel-theta"
+BILEVEL_VECTOR_KEY = "bilevel-vector"
+BILEVEL_SHARD_GRADIENT_KEY = "bilevel-shard-gradient"
+BILEVEL_SHARD_PRODUCT_KEY = "bilevel-shard-product"
+BILEVEL_LOCAL_POINT_KEY = "bilevel-local-point"
+BILEVEL_LOSS_KEY = "bilevel-loss"
+BILEVEL_EXAMPLES_KEY = "bilevel-examples"
+BILEVEL_SMOOTHNESS_KEY = "bilevel-smoothness"
+BILEVEL_CLASSES_KEY = "bilevel-classes"
 
 _ACCEPTED: dict[type, tuple[type, ...]] = {
     bool: (bool,),
@@ -794,3 +821,113 @@ class NodeInfo:
         info = cls(partition=reader.take_optional(PARTITION_ID_KEY, int))
         reader.done()
         return info
+
+
+@dataclass(frozen=True)
+class BilevelQuery:
+    """What FedMAID's server sends with every query: which shard, and local training.
+
+    The fields besides the last two say how to build the 12x12 task
+    (:func:`fedhyper.bilevel.fashion12.load_fashion12`), so a client loads the same
+    shards the server's settings describe; ``data_dir`` and ``cache_dir`` are empty
+    strings for the client's defaults.
+
+    Attributes
+    ----------
+    local_steps : int
+        Local steps of a local-descent query (0 for the other actions).
+    step_size : float
+        Their step size (0 for the other actions).
+
+    """
+
+    train_examples: int
+    validation_examples: int
+    num_partitions: int
+    alpha: float
+    seed: int
+    data_dir: str
+    cache_dir: str
+    local_steps: int = 0
+    step_size: float = 0.0
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars, one key per field."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> BilevelQuery:
+        """Read a received query.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "bilevel query")
+        query = cls(**reader.take_fields(cls))
+        reader.done()
+        return query
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A client's answer to the describe query: the size and constants of its shard."""
+
+    num_examples: int
+    smoothness: float
+    classes: int
+
+    def to_record(self) -> ReportRecord:
+        """Flatten to scalars."""
+        return {
+            BILEVEL_EXAMPLES_KEY: self.num_examples,
+            BILEVEL_SMOOTHNESS_KEY: self.smoothness,
+            BILEVEL_CLASSES_KEY: self.classes,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ShardInfo:
+        """Read a client's answer.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "shard description")
+        info = cls(
+            num_examples=reader.take(BILEVEL_EXAMPLES_KEY, int),
+            smoothness=reader.take(BILEVEL_SMOOTHNESS_KEY, float),
+            classes=reader.take(BILEVEL_CLASSES_KEY, int),
+        )
+        reader.done()
+        return info
+
+
+@dataclass(frozen=True)
+class ShardLoss:
+    """The loss a client reports with its gradient."""
+
+    loss: float
+
+    def to_record(self) -> ReportRecord:
+        """Flatten to scalars."""
+        return {BILEVEL_LOSS_KEY: self.loss}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ShardLoss:
+        """Read a client's loss.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "shard loss")
+        loss = cls(loss=reader.take(BILEVEL_LOSS_KEY, float))
+        reader.done()
+        return loss

@@ -92,24 +92,26 @@ def exchange(
     return replies
 
 
-def wait_for_federation(grid: Grid, config: ExperimentConfig) -> None:
-    """Wait until one SuperNode per partition has connected; fail clearly otherwise.
+def wait_for_federation(
+    grid: Grid, expected: int, simulation: SimulationConfig, count_key: str
+) -> None:
+    """Wait until ``expected`` SuperNodes have connected; fail clearly otherwise.
 
     SuperNodes register asynchronously (also in simulation), so the count is polled
-    for up to ``simulation.node_wait_s`` seconds.
+    for up to ``simulation.node_wait_s`` seconds; ``count_key`` is the setting that
+    asked for ``expected`` clients.
     """
-    expected = config.partition.num_clients
-    deadline = time.monotonic() + config.simulation.node_wait_s
+    deadline = time.monotonic() + simulation.node_wait_s
     while (connected := len(list(grid.get_node_ids()))) < expected:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
     if connected != expected:
         raise ConfigError(
-            "partition.num_clients",
+            count_key,
             expected,
             f"{connected}, the number of SuperNodes connected after "
-            f"{config.simulation.node_wait_s:g} s (num-supernodes of the federation)",
+            f"{simulation.node_wait_s:g} s (num-supernodes of the federation)",
         )
 
 
@@ -160,14 +162,37 @@ class ClientDirectory:
 
 
 def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
-    """Ask every SuperNode which partition it serves.
+    """Ask every SuperNode of an experiment's federation which partition it serves.
+
+    See :func:`find_clients`; the experiment says how many clients and which timeouts.
+    """
+    return find_clients(
+        grid, config.partition.num_clients, config.simulation, device=config.client.device
+    )
+
+
+def find_clients(
+    grid: Grid,
+    expected: int,
+    simulation: SimulationConfig,
+    count_key: str = "partition.num_clients",
+    device: str = "auto",
+) -> ClientDirectory:
+    """Ask every SuperNode which partition it serves, and whether it has the device.
 
     Parameters
     ----------
     grid : Grid
         The connected federation.
-    config : ExperimentConfig
-        The experiment (number of clients, timeouts).
+    expected : int
+        The number of SuperNodes to wait for.
+    simulation : SimulationConfig
+        The timeouts: ``node_wait_s`` for the nodes to connect, the longer of it and
+        ``round_timeout_s`` for their answers.
+    count_key : str
+        The setting that asked for ``expected`` clients, named if fewer connect.
+    device : str
+        The ``client.device`` the nodes will train on; a node without it fails the run.
 
     Returns
     -------
@@ -176,15 +201,17 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
 
     Raises
     ------
+    ConfigError
+        If not ``expected`` nodes connect.
     FederationError
         If a node does not answer or two nodes claim one partition.
     NodeConfigError
         If a node cannot run the experiment as configured.
 
     """
-    wait_for_federation(grid, config)
+    wait_for_federation(grid, expected, simulation, count_key)
     node_ids = sorted(grid.get_node_ids())
-    query = NodeQuery(device=config.client.device)
+    query = NodeQuery(device=device)
     queries = [
         Message(
             RecordDict({CONFIG_RECORD: ConfigRecord(query.to_record())}),
@@ -195,8 +222,8 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
     ]
     # Simulation starts its workers on the first message: allow start-up time, not just
     # a round's.
-    timeout = max(config.simulation.node_wait_s, config.simulation.round_timeout_s)
-    replies = exchange(grid, queries, config.simulation, timeout)
+    timeout = max(simulation.node_wait_s, simulation.round_timeout_s)
+    replies = exchange(grid, queries, simulation, timeout)
     answered = {reply.metadata.src_node_id: reply for reply in replies}
     silent = [node_id for node_id in node_ids if node_id not in answered]
     errors = [reply for reply in replies if reply.has_error()]
