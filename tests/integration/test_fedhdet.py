@@ -29,22 +29,20 @@ class RecordingGrid(InProcessGrid):
         super().__init__(num_nodes)
         self.trained: dict[int, dict[int, float]] = {}
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
-        replies = list(super().send_and_receive(messages, timeout=timeout))
-        for message, reply in zip(messages, replies, strict=True):
+        message_ids = list(super().push_messages(messages))
+        for message, message_id in zip(messages, message_ids, strict=True):
             if message.metadata.message_type != MessageType.TRAIN:
                 continue
             instruction = TrainInstruction.from_record(message.content[CONFIG_RECORD])
-            metrics = next(iter(reply.content.metric_records.values()))
+            metrics = next(iter(self.replies[message_id].content.metric_records.values()))
             node_config = self.contexts[message.metadata.dst_node_id].node_config
             partition = node_config[PARTITION_ID_KEY]
             assert isinstance(partition, int)
             lr = TrainReport.from_record(metrics).lr_first
             self.trained.setdefault(instruction.server_round, {})[partition] = lr
-        return replies
+        return message_ids
 
 
 def test_no_spread_is_fedavg_exactly(tmp_path: Path) -> None:
