@@ -13,7 +13,9 @@
   messages per round.
 
 Per-round seconds come from the ``wall_s`` column of each run's ``history.jsonl`` (the
-server's clock), so process start-up before round 1 is reported apart. The machine is
+server's clock), so process start-up before round 1 is reported apart. The cold import
+of the ClientApp module, which every deployed message pays, is timed next to torch's
+alone. The machine is
 shared with other work; the load average before and after each run is recorded.
 """
 
@@ -23,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -134,6 +137,8 @@ def loopback_federation(work: Path, env: dict[str, str]) -> Iterator[float]:
     port = free_port_block(1 + NUM_CLIENTS)
     command = [str(FEDERATION), "start", "--dir", str(work / "federation")]
     command += ["-n", str(NUM_CLIENTS), "--port", str(port), "--node-port-base", str(port + 1)]
+    # Stopped with this process, also if it is killed before the `finally` below runs.
+    command += ["--owner", str(os.getpid())]
     start = time.perf_counter()
     try:
         subprocess.run(command, env=env, check=True, timeout=300)
@@ -185,6 +190,35 @@ def run_simulation(work: Path, env: dict[str, str], overrides: list[str]) -> dic
     }
 
 
+COLD_IMPORTS = ("torch", "clients.client_app")
+"""Modules whose import a fresh ClientApp process pays: torch alone, and the whole app."""
+
+
+def cold_import_seconds(module: str, env: dict[str, str], repeats: int = 3) -> dict[str, float]:
+    """Time ``python -c "import <module>"`` in fresh processes.
+
+    Returns
+    -------
+    dict
+        The median ``wall_s`` and ``cpu_s`` (user + system, of the child alone): on a
+        shared machine the CPU time is the steadier of the two.
+
+    """
+    walls, cpus = [], []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        command = [sys.executable, "-c", f"import {module}"]
+        subprocess.run(command, cwd=REPO, env=env, check=True, timeout=300)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {
+        "wall_s": round(statistics.median(walls), 2),
+        "cpu_s": round(statistics.median(cpus), 2),
+    }
+
+
 def round_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Summarise the server's per-round wall times.
 
@@ -233,6 +267,16 @@ def main(argv: list[str] | None = None) -> None:
         "FLWR_DISABLE_UPDATE_CHECK": "1",
     }
     env.pop(POLL_ENV, None)
+    load_before = os.getloadavg()[0]
+    python_env = {**env, "PYTHONPATH": str(REPO)}
+    cold_imports: dict[str, object] = {
+        module: cold_import_seconds(module, python_env) for module in COLD_IMPORTS
+    }
+    cold_imports["load_average_1min_before_after"] = [
+        round(load_before, 2),
+        round(os.getloadavg()[0], 2),
+    ]
+    print(json.dumps(cold_imports), flush=True)
     runs = []
     for variant in VARIANTS:
         overrides = job_overrides(args.rounds, args.max_steps, variant.federated_evaluation)
@@ -272,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                 "fresh flwr-clientapp process (Python, torch and the data layer imported "
                 "again); neither has a setting"
             ),
+            "cold_import_s": cold_imports,
             "runs": runs,
         },
     )

@@ -25,6 +25,7 @@ PLOT_KINDS: dict[str, tuple[str, ...]] = {
     "robustness": ("heatmap",),
     "tuning": ("heatmap",),
     "ablation": ("heatmap",),
+    "hdet": ("accuracy", "lr"),
 }
 """Suite -> the plots drawn for it, each saved as ``<stem>_<kind>.png``."""
 

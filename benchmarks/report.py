@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.plots import PLOT_KINDS, plot_compare, plot_path, plot_robustness
-from benchmarks.tables import RESULTS_DIR, client_label, load, result_files, summary, table
+from benchmarks.tables import (
+    GRID_SUITES,
+    RESULTS_DIR,
+    client_label,
+    load,
+    result_files,
+    summary,
+    table,
+)
 
 INDEX_NAME = "README.md"
 
@@ -40,7 +48,8 @@ def render(path: Path, data: dict[str, Any] | None = None) -> list[Path]:
     stem = path.with_suffix("")
     table_path = path.with_suffix(".md")
     table_path.write_text(table(data), encoding="utf-8")
-    plots = plot_compare(data, stem) if data["suite"] == "compare" else plot_robustness(data, stem)
+    grid = data["suite"] in GRID_SUITES
+    plots = plot_robustness(data, stem) if grid else plot_compare(data, stem)
     return [table_path, *plots]
 
 

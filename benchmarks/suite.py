@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ from benchmarks.provenance import command, machine, write_result
 from benchmarks.report import render, write_index
 from benchmarks.tables import RESULTS_DIR
 from fedhyper.compose import CONF_DIR, group_options
+from fedhyper.config import ClientConfig
 from strategies.methods.fedhyper import HyperParams
 
 SUITES: dict[str, tuple[str, ...]] = {
@@ -52,8 +54,12 @@ SUITES: dict[str, tuple[str, ...]] = {
     "robustness": ("robustness",),
     "tuning": ("tuning",),
     "ablation": ("ablation",),
+    "hdet": ("hdet",),
 }
 """Suite name -> the ``conf/suite/`` configs (legs) it sweeps, in order."""
+
+LR_SCALED_LEGS = ("hdet",)
+"""Legs whose runs differ in client LR: an arm's label then names the LR's factor."""
 
 PROFILES = ("cpu", "paper")
 CLIENTS = group_options("client")
@@ -171,10 +177,23 @@ def _label(run: Run, config: Any) -> str:
     hydra_file = run.path / ".hydra" / "hydra.yaml"
     if hydra_file.exists():
         choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+        if "arm" in choices and choices.get("suite") in LR_SCALED_LEGS:
+            return f"{choices['arm']}{_lr_factor(config, str(choices['experiment']))}"
         if "arm" in choices:
             return str(choices["arm"])
     name = str(config.strategy.name)
     return f"{name}_normalised" if _setting(config, "normalised") else name
+
+
+def _lr_factor(config: Any, preset: str) -> str:
+    """Return ``""`` at the preset's client LR, else ``"_x<client LR / preset's>"``."""
+    preset_lr = OmegaConf.select(
+        OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml"),
+        "client.lr",
+        default=ClientConfig().lr,
+    )
+    factor = float(config.client.lr) / float(preset_lr)
+    return "" if math.isclose(factor, 1.0) else f"_x{factor:.3g}"
 
 
 def _setting(config: Any, key: str) -> Any:

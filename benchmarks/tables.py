@@ -36,7 +36,7 @@ from benchmarks.metrics import (
 from fedhyper.methods import baselines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SUITE_NAMES = ("compare", "robustness", "tuning", "ablation")
+SUITE_NAMES = ("compare", "robustness", "tuning", "ablation", "hdet")
 GRID_SUITES = ("robustness", "tuning", "ablation")
 """Suites whose result is a grid over initial learning rates, one arm per method."""
 
@@ -420,7 +420,7 @@ def table(data: dict[str, Any]) -> str:
         The file's text, ending in a newline.
 
     """
-    body = compare_table(data) if data["suite"] == "compare" else robustness_table(data)
+    body = robustness_table(data) if data["suite"] in GRID_SUITES else compare_table(data)
     wall = data.get("suite_wall_s")
     lines = [
         f"## `{data['suite']}` on {data['dataset']} (profile `{data['profile']}`)",

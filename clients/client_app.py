@@ -15,19 +15,37 @@ Which data a SuperNode trains on comes from its node config (``flower-supernode
     Without ``partition-id`` the node trains on *every* row of that train split: its
     own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
 
-A node needs ``partition-id`` or ``data-dir``.
+A node needs ``partition-id`` or ``data-dir``. FedMAID's queries
+(:mod:`clients.bilevel`) need ``partition-id``.
+
+A node that cannot run the task as configured (a ConfigError: its node config, or a
+device it lacks) replies with an error of code ``NODE_CONFIG_ERROR_CODE`` whose reason is
+the error's one line, rather than raising: the server stops the run on it, and the
+node's log is spared a traceback per message.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+from torch.utils.data import TensorDataset
 
+from clients import bilevel
 from clients.faults import inject_fault
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
 from fedhyper.config import DatasetSpec
@@ -38,14 +56,20 @@ from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
 from fedhyper.wire import (
     ARRAYS_RECORD,
+    BILEVEL_DESCRIBE_ACTION,
+    BILEVEL_GRADIENT_ACTION,
+    BILEVEL_HESSIAN_VECTOR_ACTION,
+    BILEVEL_LOCAL_DESCENT_ACTION,
     CONFIG_RECORD,
     METRICS_RECORD,
+    NODE_CONFIG_ERROR_CODE,
     PARTITION_ID_KEY,
     PREVIOUS_DELTA_RECORD,
     ClientTask,
     EvaluateInstruction,
     EvaluateReport,
     NodeInfo,
+    NodeQuery,
     TrainInstruction,
     TrainReport,
 )
@@ -55,7 +79,38 @@ DATA_DIR_KEY = "data-dir"
 RULE_STATE_KEY = "client-rule-state"
 """Node state record holding what the client rule keeps for the client's next round."""
 
-app = ClientApp()
+
+def reply_config_errors(
+    message: Message, context: Context, call_next: ClientAppCallable
+) -> Message:
+    """Answer a ConfigError with an error reply of one line (a Flower mod).
+
+    Parameters
+    ----------
+    message : Message
+        The server's message.
+    context : Context
+        The node's context.
+    call_next : ClientAppCallable
+        The handler of the message.
+
+    Returns
+    -------
+    Message
+        The handler's reply, or an error reply of code ``NODE_CONFIG_ERROR_CODE``.
+
+    """
+    try:
+        return call_next(message, context)
+    except ConfigError as error:
+        return Message(Error(NODE_CONFIG_ERROR_CODE, str(error)), reply_to=message)
+
+
+app = ClientApp(mods=[reply_config_errors])
+app.query(BILEVEL_DESCRIBE_ACTION)(bilevel.describe)
+app.query(BILEVEL_GRADIENT_ACTION)(bilevel.gradient)
+app.query(BILEVEL_HESSIAN_VECTOR_ACTION)(bilevel.hessian_vector)
+app.query(BILEVEL_LOCAL_DESCENT_ACTION)(bilevel.local_descent_query)
 
 
 @lru_cache(maxsize=4)
@@ -175,6 +230,11 @@ def _client_rule(
     return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
 
 
+def _first_rows(data: TensorDataset, count: int) -> TensorDataset:
+    """Return the first ``count`` rows (a client's training rows are in a seeded random order)."""
+    return TensorDataset(*(tensor[:count] for tensor in data.tensors))
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this client's data with the LR the server set."""
@@ -182,6 +242,8 @@ def train(message: Message, context: Context) -> Message:
     task = instruction.task
     data = local_data(task, context.node_config)
     model, device = _load_global_model(message, task)
+    probe = _first_rows(data.train, instruction.probe_examples)
+    probe_before = evaluate(model, probe, device=device).loss if len(probe) else None
     result, rule = train_client(
         model,
         data.train,
@@ -198,6 +260,9 @@ def train(message: Message, context: Context) -> Message:
     if state:
         context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))
     report = TrainReport.from_lrs(len(data.train), result.mean_loss, result.lrs, rule.report())
+    if probe_before is not None:
+        probe_after = evaluate(model, probe, device=device).loss
+        report = replace(report, probe_loss_before=probe_before, probe_loss_after=probe_after)
     content = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),
@@ -222,7 +287,11 @@ def evaluate_global(message: Message, context: Context) -> Message:
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
-    """Tell the server which partition this node serves: it samples clients by partition."""
+    """Tell the server which partition this node serves: it samples clients by partition.
+
+    The node first checks it has the device the query names.
+    """
+    pick_device(NodeQuery.from_record(message.content.config_records[CONFIG_RECORD]).device)
     partition = context.node_config.get(PARTITION_ID_KEY)
     info = NodeInfo(None if partition is None else _integer(partition))
     return Message(

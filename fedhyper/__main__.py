@@ -31,7 +31,7 @@ from fedhyper.checkpoint import load_checkpoint, resume_experiment
 from fedhyper.compose import CONF_DIR, SEARCHPATH_KEY, compose_config, store_schemas, to_experiment
 from fedhyper.config import ExperimentConfig
 from fedhyper.errors import ConfigError, FedHyperError
-from fedhyper.preflight import check_data, check_run_dir
+from fedhyper.preflight import check_data, check_device, check_run_dir
 
 LOGGER = logging.getLogger("fedhyper")
 
@@ -58,6 +58,7 @@ def _run(cfg: DictConfig) -> float:
         # conf/config.yaml points Hydra's run dir at the resumed run, unless overridden.
         run_dir = Path(config.resume or HydraConfig.get().runtime.output_dir)
         check_run_dir(config, run_dir)
+        check_device(config)
         check_data(config, partitions=True)
     except FedHyperError as error:
         _fail(error, USAGE_ERROR)

@@ -249,6 +249,8 @@ class SimulationConfig:
         Fraction of a GPU per ClientApp (0.25 puts four clients on one GPU).
     round_timeout_s : float
         Seconds the server waits for the replies of one round.
+    poll_interval_s : float
+        Seconds between the server's checks for replies while it waits for them.
     node_wait_s : float
         Seconds the server waits at start for one SuperNode per partition.
 
@@ -258,6 +260,7 @@ class SimulationConfig:
     num_cpus_per_client: float = 1.0
     num_gpus_per_client: float = 0.0
     round_timeout_s: float = 3600.0
+    poll_interval_s: float = 0.1
     node_wait_s: float = 60.0
 
 

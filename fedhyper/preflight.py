@@ -7,6 +7,8 @@ old run's directory would mix two histories.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -19,9 +21,10 @@ from fedhyper.config import ExperimentConfig
 from fedhyper.data.federated import test_data
 from fedhyper.data.source import mirror_file, resolve_data_dir
 from fedhyper.errors import ConfigError, one_line
+from fedhyper.training import pick_device
 from fedhyper.wire import ClientTask
 
-__all__ = ["check_data", "check_run_dir"]
+__all__ = ["check_data", "check_device", "check_run_dir"]
 
 _SPLITS = ("train", "test")
 
@@ -30,15 +33,16 @@ _DATA_ERRORS = (OSError, ValueError, KeyError, pa.ArrowException, DatasetsError)
 
 
 def check_run_dir(config: ExperimentConfig, run_dir: Path) -> None:
-    """Refuse to start a fresh run in the directory of a run that can be resumed.
+    """Refuse a run directory that cannot be written, or that holds a resumable run.
 
     Raises
     ------
     ConfigError
-        Under ``logging.output_dir`` if ``run_dir`` holds a checkpoint and
-        ``config.resume`` is unset.
+        Under ``logging.output_dir`` if ``run_dir`` cannot be created or written, or
+        holds a checkpoint while ``config.resume`` is unset.
 
     """
+    _check_writable("logging.output_dir", run_dir)
     if config.resume is None and (run_dir / CHECKPOINT_FILE).exists():
         raise ConfigError(
             "logging.output_dir",
@@ -46,6 +50,39 @@ def check_run_dir(config: ExperimentConfig, run_dir: Path) -> None:
             f"a directory without a previous run's {CHECKPOINT_FILE} "
             f"(continue that run with resume={run_dir})",
         )
+
+
+def _check_writable(key: str, directory: Path) -> None:
+    """Require ``directory`` to be a directory this process can write, or can create."""
+    # The nearest existing ancestor decides: creating the directory writes there. A probe
+    # directory tells what os.access cannot (read-only mounts, /proc and /sys as root).
+    existing = directory.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = f"{existing} is not a directory"
+    else:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".fedhyper-probe-", dir=existing))
+            return
+        except OSError as error:
+            reason = f"cannot create a directory in {existing}: {error.strerror}"
+    raise ConfigError(key, str(directory), f"a directory this user can create and write ({reason})")
+
+
+def check_device(config: ExperimentConfig) -> None:
+    """Refuse ``client.device=cuda`` on a machine without CUDA, before a simulation.
+
+    Simulated clients run on this machine; a deployed SuperNode checks its own device
+    when the server first asks it which partition it serves.
+
+    Raises
+    ------
+    ConfigError
+        Under ``client.device`` if it is ``cuda`` and no CUDA device is available.
+
+    """
+    pick_device(config.client.device)
 
 
 def check_data(config: ExperimentConfig, *, partitions: bool) -> None:

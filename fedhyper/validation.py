@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 from fedhyper.checks import at_least as _at_least
 from fedhyper.checks import in_range as _in_range
@@ -35,6 +37,7 @@ def validate(config: ExperimentConfig) -> None:
         On the first invalid setting, naming its key and the allowed values.
 
     """
+    _check_finite("", config)
     dataset, partition, client, strategy = (
         config.dataset,
         config.partition,
@@ -104,6 +107,7 @@ def validate(config: ExperimentConfig) -> None:
     _positive("simulation.num_cpus_per_client", config.simulation.num_cpus_per_client)
     _at_least("simulation.num_gpus_per_client", config.simulation.num_gpus_per_client, 0.0)
     _positive("simulation.round_timeout_s", config.simulation.round_timeout_s)
+    _positive("simulation.poll_interval_s", config.simulation.poll_interval_s)
     _at_least("simulation.node_wait_s", config.simulation.node_wait_s, 0.0)
 
     reliability, faults = config.reliability, config.faults
@@ -125,8 +129,21 @@ def validate(config: ExperimentConfig) -> None:
         _in_range(f"faults.{key}", getattr(faults, key), 0.0, budget + 1e-12, closed_high=True)
         budget -= getattr(faults, key)
     _one_of("faults.poison", faults.poison, POISON_KINDS)
-    if not math.isfinite(faults.poison_scale):
-        raise ConfigError("faults.poison_scale", faults.poison_scale, "a finite number")
+
+
+def _check_finite(prefix: str, settings: Any) -> None:
+    """Reject ``inf`` and ``nan`` in every float setting, the plug-ins' own included.
+
+    Hydra reads ``inf`` and ``nan`` as floats, and most range checks let ``inf`` through
+    (it is > 0); a run would then fail rounds later, far from the setting.
+    """
+    for item in fields(settings):
+        key, value = f"{prefix}{item.name}", getattr(settings, item.name)
+        if is_dataclass(value):
+            _check_finite(f"{key}.", value)
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(key, value, "a finite number")
 
 
 def _check_method_and_client_rule(config: ExperimentConfig) -> None:

@@ -10,9 +10,17 @@ instead of turning into NaN.
 The server sends a :class:`TrainInstruction` (or an :class:`EvaluateInstruction`), each
 holding the experiment's :class:`ClientTask`, so that a deployed SuperNode needs no copy
 of the experiment's configuration files. A client answers with a :class:`TrainReport`
-(or an :class:`EvaluateReport`); a node's :class:`NodeInfo` answers the server's query.
+(or an :class:`EvaluateReport`); a node's :class:`NodeInfo` answers the server's
+:class:`NodeQuery`.
 The strategies write a :class:`ServerStep` into the aggregated training metrics, which
 the round reads back as a :class:`RoundTraining`.
+
+FedMAID's server asks its clients through query actions (``query.<action>``): a
+:class:`BilevelQuery` with tensors under :data:`BILEVEL_TENSORS_RECORD`, answered by
+a :class:`ShardInfo` (``BILEVEL_DESCRIBE_ACTION``), a :class:`ShardLoss` and the
+gradient (``BILEVEL_GRADIENT_ACTION``), a Hessian-vector product
+(``BILEVEL_HESSIAN_VECTOR_ACTION``), or the gradient and a locally trained point
+(``BILEVEL_LOCAL_DESCENT_ACTION``).
 """
 
 from __future__ import annotations
@@ -94,11 +102,40 @@ LR_STAT_KEYS = {
     "lr_max": "lr-max",
 }
 """The reply metric of each learning-rate statistic of a :class:`TrainReport`."""
+PROBE_EXAMPLES_KEY = "probe-examples"
+PROBE_LOSS_BEFORE_KEY = "probe-loss-before"
+PROBE_LOSS_AFTER_KEY = "probe-loss-after"
 EVAL_LOSS_KEY = "eval-loss"
 EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
 HYPERGRADIENT_KEY = "global-hypergradient"
 SCHEDULED_CLIENT_LR_KEY = "scheduled-client-lr"
+DEVICE_KEY = "client-device"
+
+NODE_CONFIG_ERROR_CODE = 1001
+"""Error code of a reply from a node that cannot run the task as configured (e.g.
+``client.device=cuda`` without CUDA); the reason is the node's one-line ConfigError.
+Flower's own codes (``flwr.common.constant.ErrorCode``) are small integers."""
+
+BILEVEL_DESCRIBE_ACTION = "bilevel_describe"
+BILEVEL_GRADIENT_ACTION = "bilevel_gradient"
+BILEVEL_HESSIAN_VECTOR_ACTION = "bilevel_hessian_vector"
+BILEVEL_LOCAL_DESCENT_ACTION = "bilevel_local_descent"
+"""Query actions of FedMAID's clients (Python names, as Flower requires): a message of
+type ``query.<action>`` reaches each."""
+
+BILEVEL_TENSORS_RECORD = "bilevel-tensors"
+"""Array record of FedMAID's queries and replies, one tensor under each key below."""
+BILEVEL_POINT_KEY = "bilevel-point"
+BILEVEL_THETA_KEY = "bilevel-theta"
+BILEVEL_VECTOR_KEY = "bilevel-vector"
+BILEVEL_SHARD_GRADIENT_KEY = "bilevel-shard-gradient"
+BILEVEL_SHARD_PRODUCT_KEY = "bilevel-shard-product"
+BILEVEL_LOCAL_POINT_KEY = "bilevel-local-point"
+BILEVEL_LOSS_KEY = "bilevel-loss"
+BILEVEL_EXAMPLES_KEY = "bilevel-examples"
+BILEVEL_SMOOTHNESS_KEY = "bilevel-smoothness"
+BILEVEL_CLASSES_KEY = "bilevel-classes"
 
 _ACCEPTED: dict[type, tuple[type, ...]] = {
     bool: (bool,),
@@ -350,6 +387,10 @@ class TrainInstruction:
         That rule's settings.
     faults : FaultPlan or None
         Faults to inject (robustness tests); ``None`` sends none.
+    probe_examples : int
+        Measure the loss of the first this many rows of the client's training split
+        before and after training, and report both (FedHDET's ``loss_drop`` signal);
+        0 measures nothing.
 
     """
 
@@ -360,6 +401,7 @@ class TrainInstruction:
     client_rule: str
     client_rule_settings: Mapping[str, Scalar] = field(default_factory=dict)
     faults: FaultPlan | None = None
+    probe_examples: int = 0
 
     @classmethod
     def from_experiment(
@@ -404,6 +446,8 @@ class TrainInstruction:
         record |= {CLIENT_RULE_PREFIX + k: v for k, v in self.client_rule_settings.items()}
         if self.faults is not None:
             record |= {FAULT_PREFIX + k: v for k, v in asdict(self.faults).items()}
+        if self.probe_examples:
+            record[PROBE_EXAMPLES_KEY] = self.probe_examples
         return record
 
     @classmethod
@@ -429,6 +473,7 @@ class TrainInstruction:
                 if reader.has_any(FAULT_PREFIX)
                 else None
             ),
+            probe_examples=reader.take_optional(PROBE_EXAMPLES_KEY, int) or 0,
         )
         reader.done()
         return instruction
@@ -480,6 +525,9 @@ class TrainReport:
         Statistics of the per-step learning rates it trained with.
     client_rule_report : mapping of str to float
         Figures its client rule reports.
+    probe_loss_before, probe_loss_after : float or None
+        The loss on the probe rows (:attr:`TrainInstruction.probe_examples`) of the
+        model it received and of the model it trained; ``None`` when not asked.
 
     """
 
@@ -492,6 +540,8 @@ class TrainReport:
     lr_min: float
     lr_max: float
     client_rule_report: Mapping[str, float] = field(default_factory=dict)
+    probe_loss_before: float | None = None
+    probe_loss_after: float | None = None
 
     @classmethod
     def from_lrs(
@@ -542,6 +592,10 @@ class TrainReport:
         }
         record |= {key: getattr(self, name) for name, key in LR_STAT_KEYS.items()}
         record |= {CLIENT_RULE_PREFIX + k: v for k, v in self.client_rule_report.items()}
+        if self.probe_loss_before is not None:
+            record[PROBE_LOSS_BEFORE_KEY] = self.probe_loss_before
+        if self.probe_loss_after is not None:
+            record[PROBE_LOSS_AFTER_KEY] = self.probe_loss_after
         return record
 
     @classmethod
@@ -562,6 +616,8 @@ class TrainReport:
             steps=reader.take(STEPS_KEY, int),
             **{name: reader.take(key, float) for name, key in LR_STAT_KEYS.items()},
             client_rule_report=reader.take_prefixed_numbers(CLIENT_RULE_PREFIX),
+            probe_loss_before=reader.take_optional(PROBE_LOSS_BEFORE_KEY, float),
+            probe_loss_after=reader.take_optional(PROBE_LOSS_AFTER_KEY, float),
         )
         reader.done()
         return report
@@ -693,7 +749,8 @@ class RoundTraining:
 
         """
         reader = _Reader(record, "aggregated training metrics")
-        for key in (NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY, STEPS_KEY, *LR_STAT_KEYS.values()):
+        averaged = (NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY, STEPS_KEY, *LR_STAT_KEYS.values())
+        for key in (*averaged, PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
             reader.take_optional(key, float)
         reader.take_prefixed(CLIENT_RULE_PREFIX)
         default = ServerStep()
@@ -709,6 +766,35 @@ class RoundTraining:
         )
         reader.done()
         return training
+
+
+@dataclass(frozen=True)
+class NodeQuery:
+    """The server's first message to every node: what the node must be able to run.
+
+    Sent before any round, so that a node lacking the device fails the run at once.
+    """
+
+    device: str
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars."""
+        return {DEVICE_KEY: self.device}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> NodeQuery:
+        """Read the server's query.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "node query")
+        query = cls(device=reader.take(DEVICE_KEY, str))
+        reader.done()
+        return query
 
 
 @dataclass(frozen=True)
@@ -735,3 +821,113 @@ class NodeInfo:
         info = cls(partition=reader.take_optional(PARTITION_ID_KEY, int))
         reader.done()
         return info
+
+
+@dataclass(frozen=True)
+class BilevelQuery:
+    """What FedMAID's server sends with every query: which shard, and local training.
+
+    The fields besides the last two say how to build the 12x12 task
+    (:func:`fedhyper.bilevel.fashion12.load_fashion12`), so a client loads the same
+    shards the server's settings describe; ``data_dir`` and ``cache_dir`` are empty
+    strings for the client's defaults.
+
+    Attributes
+    ----------
+    local_steps : int
+        Local steps of a local-descent query (0 for the other actions).
+    step_size : float
+        Their step size (0 for the other actions).
+
+    """
+
+    train_examples: int
+    validation_examples: int
+    num_partitions: int
+    alpha: float
+    seed: int
+    data_dir: str
+    cache_dir: str
+    local_steps: int = 0
+    step_size: float = 0.0
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars, one key per field."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> BilevelQuery:
+        """Read a received query.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "bilevel query")
+        query = cls(**reader.take_fields(cls))
+        reader.done()
+        return query
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A client's answer to the describe query: the size and constants of its shard."""
+
+    num_examples: int
+    smoothness: float
+    classes: int
+
+    def to_record(self) -> ReportRecord:
+        """Flatten to scalars."""
+        return {
+            BILEVEL_EXAMPLES_KEY: self.num_examples,
+            BILEVEL_SMOOTHNESS_KEY: self.smoothness,
+            BILEVEL_CLASSES_KEY: self.classes,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ShardInfo:
+        """Read a client's answer.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "shard description")
+        info = cls(
+            num_examples=reader.take(BILEVEL_EXAMPLES_KEY, int),
+            smoothness=reader.take(BILEVEL_SMOOTHNESS_KEY, float),
+            classes=reader.take(BILEVEL_CLASSES_KEY, int),
+        )
+        reader.done()
+        return info
+
+
+@dataclass(frozen=True)
+class ShardLoss:
+    """The loss a client reports with its gradient."""
+
+    loss: float
+
+    def to_record(self) -> ReportRecord:
+        """Flatten to scalars."""
+        return {BILEVEL_LOSS_KEY: self.loss}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ShardLoss:
+        """Read a client's loss.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "shard loss")
+        loss = cls(loss=reader.take(BILEVEL_LOSS_KEY, float))
+        reader.done()
+        return loss

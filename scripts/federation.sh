@@ -6,6 +6,8 @@
 #   scripts/federation.sh status [--dir D]  processes and the SuperNodes the SuperLink sees
 #   scripts/federation.sh stop [--dir D]    stop every process this script started, by PID
 #   scripts/federation.sh env [--dir D]     print `export FLWR_HOME=...` for the flwr CLI
+#   scripts/federation.sh watch --owner PID [--dir D]
+#                                           stop the federation once process PID has exited
 #
 # Options of start:
 #   -n N                SuperNodes (default 2)
@@ -20,6 +22,9 @@
 #   --insecure          no TLS and no SuperNode authentication. UNSAFE: anyone who can
 #                       reach the port can read and alter models and submit runs that
 #                       execute code on every machine. Only for throwaway experiments.
+#   --owner PID         the federation lives only as long as process PID (a test runner,
+#                       a benchmark): a watcher (`watch`, DIR/pids/owner-watch.pid) stops it
+#                       within seconds of PID's exit, however PID ended (e.g. a CI time-out)
 #
 # After start, `eval "$(scripts/federation.sh env)"` lets `flwr run . fedhyper-local`,
 # `flwr ls fedhyper-local` and `flwr log <run-id> fedhyper-local` reach the SuperLink.
@@ -37,14 +42,15 @@ node_port_base=9094
 data_dirs=""
 gpus=""
 insecure=0
+owner=""
 ready_timeout_s="${FEDERATION_READY_TIMEOUT_S:-60}"
 
 die() { echo "federation.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 command="${1:-}"
 case "$command" in
-    start | stop | status | env) shift ;;
+    start | stop | status | env | watch) shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
 esac
@@ -58,6 +64,7 @@ while (($#)); do
         --data-dirs) data_dirs="$2"; shift 2 ;;
         --gpus) gpus="$2"; shift 2 ;;
         --insecure) insecure=1; shift ;;
+        --owner) owner="$2"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -159,6 +166,11 @@ start() {
     mkdir -p "$dir/logs" "$dir/pids"
     # A failed start stops whatever it had started.
     trap stop EXIT
+    if [[ -n "$owner" ]]; then
+        [[ "$owner" =~ ^[1-9][0-9]*$ ]] || die "--owner needs a PID"
+        launch owner-watch "$dir/flwr/owner-watch" \
+            "$repo/scripts/federation.sh" watch --owner "$owner" --dir "$dir"
+    fi
 
     local -a link_tls node_tls
     if ((insecure)); then
@@ -223,6 +235,13 @@ any_alive() {
 stop() {
     local pid_file pid
     local -a pids=() names=()
+    # The watcher stops the federation itself: it must not kill the process doing so.
+    pid_file="$dir/pids/owner-watch.pid"
+    if [[ -f "$pid_file" ]]; then
+        pid="$(cat "$pid_file")"
+        if [[ "$pid" != "$$" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+        rm -f "$pid_file"
+    fi
     # SuperNodes first, so that none is left polling a SuperLink that has gone; all are
     # asked at once (each takes seconds to shut down), then killed if still there.
     for pid_file in "$dir"/pids/supernode-*.pid "$dir/pids/superlink.pid"; do
@@ -242,6 +261,16 @@ stop() {
     done
     kill -KILL "${pids[@]}" 2>/dev/null || true
     echo "stopped ${names[*]} (PIDs ${pids[*]})"
+}
+
+# Whether process $1 is running (a zombie has exited, though still listed).
+process_alive() { [[ "$(ps -o stat= -p "$1" 2>/dev/null)" =~ ^[^Z] ]]; }
+
+watch() {
+    [[ "$owner" =~ ^[1-9][0-9]*$ ]] || die "watch needs --owner PID"
+    while process_alive "$owner"; do sleep 1; done
+    echo "owner $owner exited; stopping the federation"
+    stop
 }
 
 status() {
@@ -266,4 +295,5 @@ case "$command" in
     stop) stop ;;
     status) status ;;
     env) echo "export FLWR_HOME=\"$cli_home\"" ;;
+    watch) watch ;;
 esac

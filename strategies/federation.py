@@ -2,7 +2,8 @@
 
 Clients are found and ordered by partition, so that the same seed samples the same
 clients whatever node ids a run was given; a strategy configuring a round sees only the
-nodes sampled for it, through :class:`SampledGrid`.
+nodes sampled for it, through :class:`SampledGrid`. Every message goes out and every
+reply comes back through :func:`exchange`, in simulation and deployment alike.
 """
 
 from __future__ import annotations
@@ -11,38 +12,106 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from flwr.app import Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedhyper.config import ExperimentConfig
+from fedhyper.config import ExperimentConfig, SimulationConfig
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.wire import PARTITION_ID_KEY, NodeInfo, WireFormatError
+from fedhyper.wire import (
+    CONFIG_RECORD,
+    NODE_CONFIG_ERROR_CODE,
+    PARTITION_ID_KEY,
+    NodeInfo,
+    NodeQuery,
+    WireFormatError,
+)
 
 
 class FederationError(FedHyperError):
     """The SuperNodes cannot be told apart by partition, so sampling is not reproducible."""
 
 
-def wait_for_federation(grid: Grid, config: ExperimentConfig) -> None:
-    """Wait until one SuperNode per partition has connected; fail clearly otherwise.
+class NodeConfigError(FedHyperError):
+    """A SuperNode cannot run the experiment as configured (e.g. it lacks the device)."""
+
+
+def exchange(
+    grid: Grid,
+    messages: Iterable[Message],
+    simulation: SimulationConfig,
+    timeout: float | None = None,
+) -> list[Message]:
+    """Send messages and collect the replies that arrive in time.
+
+    The replies are pulled every ``simulation.poll_interval_s`` seconds: Flower's
+    ``send_and_receive`` waits a fixed 3 s between pulls in a deployment, which a round
+    whose clients answer in under a second would spend idle.
+
+    Parameters
+    ----------
+    grid : Grid
+        The federation.
+    messages : iterable of Message
+        One message per destination node.
+    simulation : SimulationConfig
+        The polling interval and the round timeout.
+    timeout : float or None
+        Seconds to wait for the replies; ``None`` means ``simulation.round_timeout_s``.
+
+    Returns
+    -------
+    list of Message
+        The replies that arrived within the timeout, in arrival order.
+
+    Raises
+    ------
+    NodeConfigError
+        If a node answered that it cannot run the task as configured.
+
+    """
+    wait_s = simulation.round_timeout_s if timeout is None else timeout
+    deadline = time.monotonic() + wait_s
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        replies.extend(arrived)
+        pending -= {reply.metadata.reply_to_message_id for reply in arrived}
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            break
+        time.sleep(min(simulation.poll_interval_s, left))
+    for reply in replies:
+        if reply.has_error() and reply.error.code == NODE_CONFIG_ERROR_CODE:
+            raise NodeConfigError(
+                f"SuperNode {reply.metadata.src_node_id} cannot run this experiment: "
+                f"{reply.error.reason}"
+            )
+    return replies
+
+
+def wait_for_federation(
+    grid: Grid, expected: int, simulation: SimulationConfig, count_key: str
+) -> None:
+    """Wait until ``expected`` SuperNodes have connected; fail clearly otherwise.
 
     SuperNodes register asynchronously (also in simulation), so the count is polled
-    for up to ``simulation.node_wait_s`` seconds.
+    for up to ``simulation.node_wait_s`` seconds; ``count_key`` is the setting that
+    asked for ``expected`` clients.
     """
-    expected = config.partition.num_clients
-    deadline = time.monotonic() + config.simulation.node_wait_s
+    deadline = time.monotonic() + simulation.node_wait_s
     while (connected := len(list(grid.get_node_ids()))) < expected:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
     if connected != expected:
         raise ConfigError(
-            "partition.num_clients",
+            count_key,
             expected,
             f"{connected}, the number of SuperNodes connected after "
-            f"{config.simulation.node_wait_s:g} s (num-supernodes of the federation)",
+            f"{simulation.node_wait_s:g} s (num-supernodes of the federation)",
         )
 
 
@@ -93,14 +162,37 @@ class ClientDirectory:
 
 
 def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
-    """Ask every SuperNode which partition it serves.
+    """Ask every SuperNode of an experiment's federation which partition it serves.
+
+    See :func:`find_clients`; the experiment says how many clients and which timeouts.
+    """
+    return find_clients(
+        grid, config.partition.num_clients, config.simulation, device=config.client.device
+    )
+
+
+def find_clients(
+    grid: Grid,
+    expected: int,
+    simulation: SimulationConfig,
+    count_key: str = "partition.num_clients",
+    device: str = "auto",
+) -> ClientDirectory:
+    """Ask every SuperNode which partition it serves, and whether it has the device.
 
     Parameters
     ----------
     grid : Grid
         The connected federation.
-    config : ExperimentConfig
-        The experiment (number of clients, timeouts).
+    expected : int
+        The number of SuperNodes to wait for.
+    simulation : SimulationConfig
+        The timeouts: ``node_wait_s`` for the nodes to connect, the longer of it and
+        ``round_timeout_s`` for their answers.
+    count_key : str
+        The setting that asked for ``expected`` clients, named if fewer connect.
+    device : str
+        The ``client.device`` the nodes will train on; a node without it fails the run.
 
     Returns
     -------
@@ -109,20 +201,29 @@ def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
 
     Raises
     ------
+    ConfigError
+        If not ``expected`` nodes connect.
     FederationError
         If a node does not answer or two nodes claim one partition.
+    NodeConfigError
+        If a node cannot run the experiment as configured.
 
     """
-    wait_for_federation(grid, config)
+    wait_for_federation(grid, expected, simulation, count_key)
     node_ids = sorted(grid.get_node_ids())
+    query = NodeQuery(device=device)
     queries = [
-        Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY)
+        Message(
+            RecordDict({CONFIG_RECORD: ConfigRecord(query.to_record())}),
+            dst_node_id=node_id,
+            message_type=MessageType.QUERY,
+        )
         for node_id in node_ids
     ]
     # Simulation starts its workers on the first message: allow start-up time, not just
     # a round's.
-    timeout = max(config.simulation.node_wait_s, config.simulation.round_timeout_s)
-    replies = list(grid.send_and_receive(queries, timeout=timeout))
+    timeout = max(simulation.node_wait_s, simulation.round_timeout_s)
+    replies = exchange(grid, queries, simulation, timeout)
     answered = {reply.metadata.src_node_id: reply for reply in replies}
     silent = [node_id for node_id in node_ids if node_id not in answered]
     errors = [reply for reply in replies if reply.has_error()]

@@ -31,7 +31,7 @@ from fedhyper.wire import (
     TrainReport,
 )
 from strategies.factory import weight_key
-from strategies.federation import ClientDirectory, SampledGrid
+from strategies.federation import ClientDirectory, SampledGrid, exchange
 from strategies.screening import ArraySpec, screen_replies
 
 LOGGER = logging.getLogger("fedhyper")
@@ -197,9 +197,7 @@ class RoundRunner:
                     SampledGrid(self.grid, nodes),
                 )
             )
-            replies = self.directory.in_order(
-                self.grid.send_and_receive(messages, timeout=config.simulation.round_timeout_s)
-            )
+            replies = self.directory.in_order(exchange(self.grid, messages, config.simulation))
             screened = screen_replies(
                 replies,
                 self.spec,
@@ -246,9 +244,7 @@ class RoundRunner:
             ConfigRecord(instruction.to_record()),
             SampledGrid(self.grid, nodes),
         )
-        replies = self.directory.in_order(
-            self.grid.send_and_receive(messages, timeout=self.config.simulation.round_timeout_s)
-        )
+        replies = self.directory.in_order(exchange(self.grid, messages, self.config.simulation))
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         return None if metrics is None else FederatedEvaluation.from_record(metrics)
 

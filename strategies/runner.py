@@ -100,8 +100,8 @@ def run_federation(
         If a round gets too few usable replies in all its attempts.
 
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(run_dir) if config.resume else None
     atomic_write_text(
         run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.structured(replace(config, resume=None)))

@@ -10,6 +10,8 @@ tensors, so that a federated adapter can reuse them unchanged.
 - :mod:`fedhyper.bilevel.logistic`: multinomial logistic regression with one L2 weight
   per parameter, over client shards.
 - :mod:`fedhyper.bilevel.fashion12`: the 12x12 Fashion-MNIST task.
+- :mod:`fedhyper.bilevel.config`: the settings of a federated run
+  (``python -m fedhyper.bilevel``; the Flower side is :mod:`strategies.fedmaid`).
 """
 
 from fedhyper.bilevel.logistic import LabelledData, LogisticL2Problem

@@ -113,3 +113,52 @@ def conjugate_gradient(
         direction = residual + (new_residual_sq / residual_sq) * direction
         residual_sq = new_residual_sq
     return solution, iterations
+
+
+LocalRound = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``x ↦ (∇h(x), next point)``: one round of local training that also reports ``∇h(x)``."""
+
+
+def solve_by_local_rounds(
+    local_round: LocalRound,
+    start: torch.Tensor,
+    *,
+    mu: float,
+    epsilon: float,
+    max_rounds: int,
+) -> LowerSolution:
+    """Run rounds of local training (FedAvg) until a round certifies its starting point.
+
+    Each round's replies carry the gradient at the point the round started from, so
+    certifying costs no round of its own: the round whose gradient passes the test
+    ``‖∇h(x)‖ / μ ≤ ε`` ends the solve at its starting point (its local training is
+    discarded).
+
+    Parameters
+    ----------
+    local_round : callable
+        ``x ↦ (∇h(x), next point)``.
+    start : torch.Tensor
+        Initial iterate (warm start).
+    mu : float
+        ``μ``, the strong convexity constant of ``h``.
+    epsilon : float
+        Target accuracy.
+    max_rounds : int
+        Cap on rounds; reaching it returns an uncertified iterate.
+
+    Returns
+    -------
+    LowerSolution
+        The iterate, the rounds taken (``gradient_evaluations``) and whether the test
+        held.
+
+    """
+    point = start
+    for round_number in range(1, max_rounds + 1):
+        gradient, following = local_round(point)
+        if float(torch.linalg.vector_norm(gradient)) <= mu * epsilon:
+            return LowerSolution(point, round_number, certified=True)
+        if round_number < max_rounds:
+            point = following
+    return LowerSolution(point, max_rounds, certified=False)

@@ -3,23 +3,25 @@
 A simulation worker process serves many clients in turn, so everything expensive is
 memoised per process: the decoded split (:func:`~fedhyper.data.tensors.load_tensors`)
 and the partition of its rows (:func:`_partitions`). Serving one client then costs an
-index, a shuffle and a dtype conversion of that client's rows only.
+index, a shuffle and a dtype conversion of that client's rows only. Both are also cached
+on disk, for the fresh process a deployed SuperNode starts for every message.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import TensorDataset
 
-from fedhyper.config import DatasetConfig, DatasetSpec
-from fedhyper.data.partition import partition_indices
+from fedhyper.config import DatasetConfig, DatasetSpec, PartitionConfig
+from fedhyper.data.partition_cache import cached_partitions
 from fedhyper.data.source import resolve_data_dir
-from fedhyper.data.tensors import load_tensors, resolve_cache_dir, to_model_inputs
+from fedhyper.data.tensors import TensorSplit, load_tensors, resolve_cache_dir, to_model_inputs
 from fedhyper.errors import ConfigError
 
 # A fixed subset seed keeps a capped test set identical across runs and strategies.
@@ -94,19 +96,74 @@ def client_data(
     rows = _partitions(
         spec, data_dir_key, cache_dir_key, kind, num_clients, alpha, classes_per_client, seed
     )[partition_id]
+    train_rows, validation_rows = _split_rows(rows, seed, partition_id, validation_fraction)
+    split = load_tensors(spec, "train", data_dir_key, cache_dir_key)
+    return ClientData(
+        train=_subset(spec, split, train_rows), validation=_subset(spec, split, validation_rows)
+    )
 
+
+def _split_rows(
+    rows: npt.NDArray[np.int64], seed: int, partition_id: int, validation_fraction: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Shuffle a client's rows by ``(seed, partition_id)``; return (train, validation) rows."""
     order = np.random.default_rng([seed, partition_id]).permutation(len(rows))
     num_validation = int(len(rows) * validation_fraction)
-    split = load_tensors(spec, "train", data_dir_key, cache_dir_key)
+    return rows[order[num_validation:]], rows[order[:num_validation]]
 
-    def subset(selected: npt.NDArray[np.int64]) -> TensorDataset:
-        index = torch.from_numpy(selected)
-        return TensorDataset(to_model_inputs(spec, split.inputs[index]), split.labels[index])
 
-    return ClientData(
-        train=subset(rows[order[num_validation:]]),
-        validation=subset(rows[order[:num_validation]]),
+def _subset(spec: DatasetSpec, split: TensorSplit, rows: npt.NDArray[np.int64]) -> TensorDataset:
+    index = torch.from_numpy(rows)
+    return TensorDataset(to_model_inputs(spec, split.inputs[index]), split.labels[index])
+
+
+def pooled_validation(
+    dataset: DatasetConfig, partition: PartitionConfig, seed: int, examples: int
+) -> TensorDataset:
+    """Return a seeded sample of the rows every client holds out for validation.
+
+    The clients never train on these rows, and they are not the test set, so the server
+    can compare models on them without touching either.
+
+    Parameters
+    ----------
+    dataset : DatasetConfig
+        The dataset, its directories and ``validation_fraction``.
+    partition : PartitionConfig
+        How the train split is partitioned among the clients.
+    seed : int
+        The experiment's seed (of the partition, and of this sample).
+    examples : int
+        Rows to sample (all of them if the clients hold out fewer).
+
+    Returns
+    -------
+    TensorDataset
+        ``(inputs, labels)`` as in :class:`ClientData`, in train-split order.
+
+    """
+    spec = dataset.spec()
+    data_dir = resolve_data_dir(dataset.data_dir)
+    cache_dir = str(resolve_cache_dir(dataset.cache_dir))
+    partitions = _partitions(
+        spec,
+        str(data_dir) if data_dir else None,
+        cache_dir,
+        partition.kind,
+        partition.num_clients,
+        partition.alpha,
+        partition.classes_per_client,
+        seed,
     )
+    held_out = np.concatenate(
+        [
+            _split_rows(rows, seed, partition_id, dataset.validation_fraction)[1]
+            for partition_id, rows in enumerate(partitions)
+        ]
+    )
+    chosen = np.random.default_rng(seed).permutation(len(held_out))[:examples]
+    split = load_tensors(spec, "train", str(data_dir) if data_dir else None, cache_dir)
+    return _subset(spec, split, np.sort(held_out[chosen]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,7 +182,9 @@ def _partitions(
     # Without natural ids, "natural" gets labels and partition_indices rejects the kind.
     ids = split.natural_ids
     keys = ids if kind == "natural" and ids is not None else split.labels.numpy()
-    return tuple(partition_indices(spec, keys, kind, num_clients, alpha, classes_per_client, seed))
+    return cached_partitions(
+        Path(cache_dir), spec, keys, kind, num_clients, alpha, classes_per_client, seed
+    )
 
 
 def test_data(dataset: DatasetConfig) -> TensorDataset:

@@ -3,25 +3,23 @@
 The partitioners work on a Hugging Face ``Dataset``. Rather than hand them the full
 split (images and all), we give them a two-column stand-in: the label (or natural id)
 and the original row number, and read the row numbers back from each partition.
+Flower Datasets and ``datasets`` (with pandas and plotting libraries behind them, seconds
+to import) are imported only when a partition is computed, not by a client that reads
+a cached one.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import datasets
 import numpy as np
 import numpy.typing as npt
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    NaturalIdPartitioner,
-    PathologicalPartitioner,
-)
-from flwr_datasets.partitioner.partitioner import Partitioner
 
 from fedhyper.config import DatasetSpec
 from fedhyper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner.partitioner import Partitioner
 
 PartitionKind = Literal["iid", "dirichlet", "pathological", "natural"]
 PARTITION_KINDS: tuple[str, ...] = get_args(PartitionKind)
@@ -75,6 +73,8 @@ def partition_indices(
         whose ``num_clients`` differs from the number of natural ids.
 
     """
+    import datasets
+
     values = np.asarray(labels_or_ids)
     partitioner = _make_partitioner(spec, kind, num_clients, alpha, classes_per_client, seed)
     order = np.random.default_rng(seed).permutation(len(values))
@@ -106,6 +106,13 @@ def _make_partitioner(
     seed: int,
 ) -> Partitioner:
     """Validate the parameters that ``kind`` uses and build its partitioner."""
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        NaturalIdPartitioner,
+        PathologicalPartitioner,
+    )
+
     if kind not in PARTITION_KINDS:
         raise ConfigError("partition.kind", kind, ", ".join(PARTITION_KINDS))
     if num_clients < 1:

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from fedhyper.config import DatasetSpec
 from fedhyper.errors import DatasetUnavailableError
+
+if TYPE_CHECKING:
+    import datasets
 
 ENV_DATA_DIR = "FEDHYPER_DATA_DIR"
 
@@ -118,6 +120,9 @@ def load_split(spec: DatasetSpec, split: str, data_dir: str | None) -> datasets.
         If neither the mirror nor the hub provides the split.
 
     """
+    # Imported here: a node that finds its split in the tensor cache never needs it.
+    import datasets
+
     path = mirror_file(spec, split, data_dir)
     if path is not None:
         return _as_dataset(datasets.load_dataset("parquet", data_files=str(path), split="train"))
@@ -152,6 +157,8 @@ def load_split(spec: DatasetSpec, split: str, data_dir: str | None) -> datasets.
 
 def _as_dataset(loaded: object) -> datasets.Dataset:
     """Narrow ``load_dataset``'s union return type; with ``split=`` it is a Dataset."""
+    import datasets
+
     if not isinstance(loaded, datasets.Dataset):
         raise TypeError(f"expected a datasets.Dataset, got {type(loaded).__name__}")
     return loaded

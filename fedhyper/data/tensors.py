@@ -19,17 +19,19 @@ import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from PIL import Image
 
 from fedhyper.config import DatasetSpec
 from fedhyper.data.source import content_fingerprint, load_split, mirror_file, resolve_data_dir
+
+if TYPE_CHECKING:
+    import datasets
 
 ENV_CACHE_DIR = "FEDHYPER_CACHE_DIR"
 # Part of every cache file name: bump it whenever decoding changes so that files
@@ -206,6 +208,9 @@ def _decode(spec: DatasetSpec, dataset: datasets.Dataset) -> TensorSplit:
 
 def _decode_images(spec: DatasetSpec, column: pa.ChunkedArray) -> torch.Tensor:
     """Decode encoded images (PNG or JPEG) into one preallocated uint8 tensor."""
+    # Imported here: only decoding needs it, not a client reading the tensor cache.
+    from PIL import Image
+
     channels, height, width = spec.input_shape
     mode = "L" if channels == 1 else "RGB"
     # Image columns are struct<bytes, path>; the bytes hold the encoded file.

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from benchmarks.suite import SUITES, client_overrides, hydra_commands, main, result_path
 from fedhyper.compose import CONF_DIR, store_schemas, to_experiment
+from fedhyper.validation import validate
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,25 @@ def test_suite_configs_compose_and_validate(preset: str) -> None:
                         global_lr,
                         0.0,
                     )
+
+
+def test_the_hdet_suites_arms_compose_and_validate() -> None:
+    store_schemas()
+    sweep = OmegaConf.load(CONF_DIR / "suite" / "hdet.yaml").hydra.sweeper.params
+    expected = {
+        "fedavg": "fedavgm",
+        "fedhdet": "fedhdet",
+        "fedhdet_fixed": "fedhdet",
+        "fedhdet_auto": "fedhdet",
+        "fedhyper": "fedhyper",
+    }
+    assert sweep.arm.split(",") == list(expected)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        for arm, strategy in expected.items():
+            overrides = ["experiment=fashion_mnist_cpu", "+suite=hdet", f"arm={arm}"]
+            config = to_experiment(compose("config", [*overrides, "client.lr=0.09"]))
+            validate(config)
+            assert (config.strategy.name, config.client.lr) == (strategy, 0.09)
 
 
 def test_hydra_commands_put_seeds_outermost(tmp_path: Path) -> None:

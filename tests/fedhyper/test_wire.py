@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 
 import pytest
-from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -14,12 +14,16 @@ import fedhyper.wire as wire
 from fedhyper.compose import compose_config
 from fedhyper.faults import FaultPlan
 from fedhyper.wire import (
+    BilevelQuery,
     EvaluateInstruction,
     EvaluateReport,
     FederatedEvaluation,
     NodeInfo,
+    NodeQuery,
     RoundTraining,
     ServerStep,
+    ShardInfo,
+    ShardLoss,
     TrainInstruction,
     TrainReport,
     WireFormatError,
@@ -55,6 +59,7 @@ def test_the_other_messages_survive_the_trip() -> None:
     assert TrainReport.from_record(report.to_record()) == report
     assert NodeInfo.from_record(NodeInfo(5).to_record()) == NodeInfo(5)
     assert NodeInfo.from_record(NodeInfo(None).to_record()) == NodeInfo(None)
+    assert NodeQuery.from_record(NodeQuery("cuda").to_record()) == NodeQuery("cuda")
 
 
 def test_a_training_report_summarises_the_step_learning_rates() -> None:
@@ -158,6 +163,18 @@ NOT_MESSAGE_KEYS = {
     ("benchmarks/maid.py", "steps"): "a field of the MAID result file",
 }
 """Literals equal to a message key that mean something else."""
+
+
+def test_the_bilevel_messages_survive_the_trip_and_are_read_strictly() -> None:
+    query = BilevelQuery(240, 120, 3, 0.5, 0, "", "/cache", local_steps=2, step_size=0.25)
+    assert BilevelQuery.from_record(ConfigRecord(query.to_record())) == query
+    info = ShardInfo(num_examples=80, smoothness=1.5, classes=10)
+    assert ShardInfo.from_record(MetricRecord(info.to_record())) == info
+    assert ShardLoss.from_record(MetricRecord(ShardLoss(0.7).to_record())) == ShardLoss(0.7)
+    with pytest.raises(WireFormatError, match="'seed'"):
+        BilevelQuery.from_record({**query.to_record(), "seed": 0.5})
+    with pytest.raises(WireFormatError, match=wire.BILEVEL_CLASSES_KEY):
+        ShardInfo.from_record({wire.BILEVEL_EXAMPLES_KEY: 8, wire.BILEVEL_SMOOTHNESS_KEY: 1.0})
 
 
 def test_message_keys_are_spelled_only_in_the_wire_module() -> None:

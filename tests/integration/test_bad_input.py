@@ -27,8 +27,10 @@ from fedhyper.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, Checkpoint, save_c
 from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError, FedHyperError
 from fedhyper.preflight import check_data, check_run_dir
+from strategies.federation import NodeConfigError
 from strategies.server_app import experiment_from_run_config
 from tests.support.config import flower_run_config
+from tests.support.inprocess import run_in_process
 from tests.support.paths import ROOT
 
 MIRROR = ROOT.parent / "shared" / "data"
@@ -87,6 +89,18 @@ CASES = {
         "compose", "dataset.input_shape=[1,x,28]", "dataset.input_shape[1]", "type integer"
     ),
     "zero lr": case("compose", "client.lr=0", "client.lr", "a number > 0"),
+    "infinite lr": case("compose", "client.lr=inf", "client.lr", "a finite number"),
+    "nan lr": case("compose", "client.lr=nan", "client.lr", "a finite number"),
+    "infinite method setting": case(
+        "compose", "strategy.hyper_lr=-inf", "strategy.hyper_lr", "a finite number"
+    ),
+    "nan client rule setting": case(
+        "compose",
+        ("strategy=fedhyper_cl", "client.rule.coupling=nan"),
+        "client.rule.coupling",
+        "a finite number",
+    ),
+    "nan in a list": case("compose", "dataset.std=[nan]", "dataset.std", "a finite number"),
     "negative lr": case("compose", "client.lr=-0.1", "client.lr", "a number > 0"),
     "lr not a number": case("compose", "client.lr=fast", "client.lr", "a value of type float"),
     "unknown optimizer": case("compose", "client.optimizer=rmsprop", "client.optimizer", "sgd"),
@@ -125,6 +139,24 @@ CASES = {
     ),
     "CL method without CL": case(
         "compose", ("strategy=fedhyper_cl", "client_rule=constant"), "client_rule", "hypergradient"
+    ),
+    "FedHDET linear spread of 1": case(
+        "compose", ("strategy=fedhdet", "strategy.spread=1"), "strategy.spread", "[0, 1)"
+    ),
+    "FedHDET unknown signal": case(
+        "compose", ("strategy=fedhdet", "strategy.signal=accuracy"), "strategy.signal", "loss_drop"
+    ),
+    "FedHDET unknown global rule": case(
+        "compose",
+        ("strategy=fedhdet", "strategy.global_rule=fedadam"),
+        "strategy.global_rule",
+        "fedhyper_g",
+    ),
+    "FedHDET spread weight decay of 0": case(
+        "compose",
+        ("strategy=fedhdet", "strategy.spread_weight_decay=true"),
+        "client.weight_decay",
+        "> 0 while strategy.spread_weight_decay",
     ),
     "unknown client rule": case("compose", "client_rule=sometimes", "client_rule", "constant"),
     "client rule setting out of range": case(
@@ -174,6 +206,9 @@ CASES = {
     "run-config misspelt key": case(
         "run_config", "overrides='client.lrr=1'", "client.lrr", "keys of client"
     ),
+    "run-config infinite lr": case(
+        "run_config", "overrides='client.lr=inf'", "client.lr", "a finite number"
+    ),
     "run-config overrides not a string": case(
         "run_config", "overrides=5", "overrides", "a string of space-separated"
     ),
@@ -215,6 +250,12 @@ CASES = {
     "fresh run into a resumable run, from the command line": case(
         "argv", "logging.output_dir={run}", "logging.output_dir", "without a previous run's"
     ),
+    "output dir below a file": case(
+        "argv", "logging.output_dir={a_file}/run", "logging.output_dir", "is not a directory"
+    ),
+    "output dir not writable": case(
+        "run_dir", "/sys/fedhyper-run", "logging.output_dir", "cannot create a directory in /sys"
+    ),
     # --- datasets ---
     "missing data dir": case(
         "data", "dataset.data_dir={missing}", "dataset.data_dir", "an existing directory"
@@ -243,6 +284,9 @@ CASES = {
     # --- the real command, end to end ---
     "cli resume with another strategy": case(
         "cli", ("resume={run}", "strategy=fedavg"), "strategy", "only num_rounds"
+    ),
+    "cli output dir below a file": case(
+        "cli", "logging.output_dir={a_file}/run", "logging.output_dir", "create and write"
     ),
     "cli missing mirror file": case(
         "cli", "dataset.data_dir={only_test_mirror}", None, "set FEDHYPER_DATA_DIR or dataset"
@@ -292,6 +336,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 pq.write_table(content, path)  # type: ignore[arg-type]
         places[name] = root / name
     places["missing"] = root / "no_such_directory"
+    places["a_file"] = root / "a_file"
+    places["a_file"].write_text("in the way of a directory")
     places["cache"] = root / "cache"
     return places
 
@@ -356,3 +402,36 @@ def test_the_exact_line_for_a_bad_value(tmp_path: Path) -> None:
     assert _run_cli(["partition.alpha=0"], tmp_path) == (
         "fedhyper: invalid value for 'partition.alpha': 0.0 (allowed: a number > 0)"
     )
+
+
+WITHOUT_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@WITHOUT_CUDA
+def test_cuda_on_a_machine_without_it_fails_before_the_simulation(tmp_path: Path) -> None:
+    assert _run_cli(["client.device=cuda"], tmp_path) == (
+        "fedhyper: invalid value for 'client.device': 'cuda' "
+        "(allowed: auto, cpu (no CUDA device is available))"
+    )
+
+
+@WITHOUT_CUDA
+def test_a_node_without_cuda_stops_the_run_in_one_line_before_any_round(tmp_path: Path) -> None:
+    # The real ClientApp answers the server's first query; the server's exchange stops.
+    config = compose_config(
+        [
+            "client.device=cuda",
+            "partition.num_clients=2",
+            "strategy.clients_per_round=2",
+            "strategy.evaluate_clients_per_round=2",
+        ]
+    )
+    with pytest.raises(NodeConfigError) as caught:
+        run_in_process(config, tmp_path / "run")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("SuperNode ") and message.endswith(
+        "cannot run this experiment: invalid value for 'client.device': 'cuda' "
+        "(allowed: auto, cpu (no CUDA device is available))"
+    )
+    assert not list(tmp_path.rglob("history.jsonl"))

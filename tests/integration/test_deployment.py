@@ -10,6 +10,7 @@ process the federation started is ended by PID, also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import itertools
 import json
@@ -17,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, NUM_PARTITIONS_KEY, local_data
@@ -194,6 +197,32 @@ def alive(pid: int) -> bool:
     return not stat.exists() or stat.read_text().split(") ")[-1][0] != "Z"
 
 
+def federation_env(run_dir: Path, cache: Path) -> dict[str, str]:
+    """The environment of ``scripts/federation.sh`` and ``flwr`` for a run folder."""
+    return {
+        **os.environ,
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+        # The flwr CLI's home; the script gives each Flower process its own under it.
+        "FLWR_HOME": str(run_dir / "flwr" / "cli"),
+        ENV_DATA_DIR: str(MIRROR),  # the server's centralised test set
+        "FEDHYPER_CACHE_DIR": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+    }
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of a Flower process a test starts: SIGKILL when the test process dies.
+
+    The process's own SuperExec child follows it (Flower's parent monitor).
+    """
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("deployment")
@@ -203,22 +232,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         start += rows
     run_dir = root / "federation"
     port = free_port_block(1 + len(NODE_ROWS))
-    env = {
-        **os.environ,
-        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-        # The flwr CLI's home; the script gives each Flower process its own under it.
-        "FLWR_HOME": str(run_dir / "flwr" / "cli"),
-        ENV_DATA_DIR: str(MIRROR),  # the server's centralised test set
-        "FEDHYPER_CACHE_DIR": str(root / "cache"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
-    }
+    env = federation_env(run_dir, root / "cache")
     started: set[int] = set()
     try:
+        # The federation lives only as long as this test process, however that ends.
         start_cmd = [str(SCRIPT), "start", "--dir", str(run_dir), "-n", str(len(NODE_ROWS))]
+        start_cmd += ["--owner", str(os.getpid())]
         start_cmd += ["--port", str(port), "--node-port-base", str(port + 1)]
         start_cmd += ["--data-dirs", ",".join(str(d) for d in node_dirs)]
         result = subprocess.run(
@@ -227,7 +246,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         pid_files = sorted((run_dir / "pids").glob("*.pid"))
         started = {int(f.read_text()) for f in pid_files}
         assert result.returncode == 0, result.stdout + result.stderr
-        assert len(pid_files) == 1 + len(NODE_ROWS)
+        assert len(pid_files) == 2 + len(NODE_ROWS)  # with the owner watcher
         yield Federation(run_dir, port, env)
     finally:
         tree = process_tree(sorted(started))
@@ -238,6 +257,45 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         for pid in survivors:
             os.kill(pid, signal.SIGKILL)
         assert not survivors, f"federation.sh stop left processes {survivors}"
+
+
+RUNNER = """
+import os, subprocess, sys, time
+subprocess.run([*sys.argv[1:], "--owner", str(os.getpid())], check=True, capture_output=True)
+print("up", flush=True)
+time.sleep(600)
+"""
+"""A test runner: starts a federation it owns, then waits to be killed."""
+
+
+def test_a_killed_runner_leaves_no_process_of_its_federation(tmp_path: Path) -> None:
+    run_dir, port = tmp_path / "federation", free_port_block(2)
+    start_cmd = [str(SCRIPT), "start", "--insecure", "--dir", str(run_dir), "-n", "1"]
+    start_cmd += ["--port", str(port), "--node-port-base", str(port + 1)]
+    env = federation_env(run_dir, tmp_path / "cache")
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *start_cmd], env=env, stdout=subprocess.PIPE, text=True
+    )
+    tree: set[int] = set()
+    try:
+        assert runner.stdout is not None and runner.stdout.readline() == "up\n"
+        started = [int(f.read_text()) for f in (run_dir / "pids").glob("*.pid")]
+        # The SuperLink, the SuperNode, the watcher and the SuperExecs the two started.
+        deadline = time.monotonic() + 30
+        while len(tree := process_tree(started)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(tree) >= 5, tree
+        runner.send_signal(signal.SIGTERM)  # what a CI time-out sends
+        runner.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while (survivors := {p for p in tree if alive(p)}) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not survivors
+    finally:
+        runner.kill()
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_unregistered_supernodes_are_refused(federation: Federation) -> None:
@@ -268,6 +326,7 @@ def test_unregistered_supernodes_are_refused(federation: Federation) -> None:
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
         # No retry limit was set: a refusal must end the SuperNode, not leave it knocking.
         returncodes = {name: process.wait(timeout=60) for name, process in processes.items()}
@@ -285,6 +344,18 @@ def test_unregistered_supernodes_are_refused(federation: Federation) -> None:
     assert sorted(node["status"] for node in nodes) == ["online"] * len(NODE_ROWS)
 
 
+def wait_until_finished(federation: Federation, run_id: str) -> dict[str, Any]:
+    """Poll ``flwr ls`` until the run has finished (or 240 s have passed)."""
+    deadline = time.monotonic() + 240
+    while True:
+        runs = federation.flwr_json("ls", CONNECTION, "--run-id", run_id)["runs"]
+        assert len(runs) == 1
+        run: dict[str, Any] = runs[0]
+        if str(run["status"]).startswith("finished") or time.monotonic() > deadline:
+            return run
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def fedhyper_run(
     federation: Federation, tmp_path_factory: pytest.TempPathFactory
@@ -294,18 +365,30 @@ def fedhyper_run(
     run_config = f"strategy='fedhyper' partition='iid' overrides='{overrides}'"
     submitted = federation.flwr_json("run", ".", CONNECTION, "--run-config", run_config)
     run_id = str(submitted["run-id"])
-    deadline = time.monotonic() + 240
-    while True:
-        runs = federation.flwr_json("ls", CONNECTION, "--run-id", run_id)["runs"]
-        assert len(runs) == 1
-        run: dict[str, Any] = runs[0]
-        if str(run["status"]).startswith("finished") or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    run = wait_until_finished(federation, run_id)
     if run["status"] != "finished:completed":
         log = federation.flwr("log", run_id, CONNECTION, "--show").stdout
         pytest.fail(f"run {run_id} ended as {run['status']}: {run.get('status-details')}\n{log}")
     return run, read_history(output_dir)
+
+
+def test_a_node_without_cuda_fails_the_run_in_one_line(
+    federation: Federation,
+    fedhyper_run: tuple[dict[str, Any], list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    # After the FedHyper run (the fixture), so the two never share the SuperNodes.
+    if torch.cuda.is_available():
+        pytest.skip("the SuperNodes see a CUDA device")
+    overrides = f"{RUN_OVERRIDES} logging.output_dir={tmp_path} client.device=cuda"
+    run_config = f"overrides='{overrides}'"
+    submitted = federation.flwr_json("run", ".", CONNECTION, "--run-config", run_config)
+    run = wait_until_finished(federation, str(submitted["run-id"]))
+    assert run["status"] == "finished:failed"
+    details = str(run["status-details"])
+    assert "\n" not in details
+    assert "cannot run this experiment: invalid value for 'client.device': 'cuda'" in details
+    assert not (tmp_path / "history.jsonl").exists()  # no round started
 
 
 def test_fedhyper_run_finished_on_both_supernodes(

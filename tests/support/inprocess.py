@@ -59,25 +59,10 @@ class InProcessGrid(Grid):
             )
             for partition, node_id in enumerate(node_ids)
         }
+        self.replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        replies = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            context = self.contexts[message.metadata.dst_node_id]
-            try:
-                replies.append(self.app(message, context))
-            # What Flower's simulation worker does with an exception in a ClientApp.
-            except Exception as error:
-                reason = f"{type(error)}:<'{error}'>"
-                code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-                replies.append(Message(Error(code=code, reason=reason), reply_to=message))
-        return replies
 
     def set_run(self, run: Run) -> None:
         raise NotImplementedError
@@ -97,9 +82,28 @@ class InProcessGrid(Grid):
         raise NotImplementedError
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        # Each message is answered as it is pushed; the reply waits for its pull.
+        message_ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            context = self.contexts[message.metadata.dst_node_id]
+            try:
+                reply = self.app(message, context)
+            # What Flower's simulation worker does with an exception in a ClientApp.
+            except Exception as error:
+                reason = f"{type(error)}:<'{error}'>"
+                code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+                reply = Message(Error(code=code, reason=reason), reply_to=message)
+            self.replies[message.metadata.message_id] = reply
+            message_ids.append(message.metadata.message_id)
+        return message_ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         raise NotImplementedError
 
 

@@ -10,7 +10,9 @@ import torch
 from fedhyper.bilevel.fashion12 import downsample, load_fashion12
 from fedhyper.bilevel.logistic import (
     LabelledData,
+    LocalShards,
     LogisticL2Problem,
+    local_descent,
     loss_smoothness,
     shard_gradient,
     shard_hessian_vector,
@@ -56,10 +58,12 @@ def test_shard_gradient_and_hessian_vector_match_autograd() -> None:
 
 def test_shard_weights_make_the_training_loss_the_overall_mean() -> None:
     problem = small_problem()
-    assert len(problem.shards) == 3  # the empty shard is dropped
+    assert isinstance(problem.training, LocalShards)
+    shards = problem.training.shards
+    assert len(shards) == 3  # the empty shard is dropped
     pooled = LabelledData(
-        torch.cat([s.features for s in problem.shards]),
-        torch.cat([s.labels for s in problem.shards]),
+        torch.cat([s.features for s in shards]),
+        torch.cat([s.labels for s in shards]),
     )
     weights = torch.randn(FEATURES, CLASSES, dtype=DTYPE)
     assert problem.training_loss(weights) == pytest.approx(shard_loss(weights, pooled))
@@ -87,6 +91,32 @@ def test_lower_solve_is_certified_and_accurate() -> None:
     rough = problem.solve_lower(theta, start, 1e-3)
     assert rough.certified
     assert float(torch.linalg.vector_norm(rough.x - reference)) <= 1e-3
+
+
+def test_one_local_step_per_round_is_gradient_descent() -> None:
+    problem = small_problem()
+    local = LogisticL2Problem(problem.training, problem.validation, solver="fedavg")
+    theta, start = theta0(), torch.zeros(FEATURES, CLASSES, dtype=DTYPE)
+    by_rounds = local.solve_lower(theta, start, 1e-6)
+    by_gradients = problem.solve_lower(theta, start, 1e-6)
+    step = 1 / problem.lower_smoothness(theta)
+    descended = start
+    for _ in range(by_rounds.gradient_evaluations - 1):
+        descended = descended - step * problem.lower_gradient(descended, theta)
+    assert by_rounds.certified
+    assert torch.allclose(by_rounds.x, descended, rtol=0, atol=1e-12)
+    assert float(torch.linalg.vector_norm(by_rounds.x - by_gradients.x)) < 2e-6
+
+
+def test_local_descent_steps_on_the_shards_regularised_loss() -> None:
+    data = random_data(6, 1)
+    x, theta = torch.randn(FEATURES, CLASSES, dtype=DTYPE), theta0()
+    first, point = local_descent(x, theta, data, 2, 0.5)
+    middle = x - 0.5 * (shard_gradient(x, data) + torch.exp(theta) * x)
+    assert torch.equal(first, shard_gradient(x, data))
+    assert torch.allclose(
+        point, middle - 0.5 * (shard_gradient(middle, data) + torch.exp(theta) * middle)
+    )
 
 
 def hypergradient_error(
@@ -132,6 +162,8 @@ def test_bad_solver_settings_name_their_key() -> None:
         LogisticL2Problem([data], data, solver="newton")
     with pytest.raises(ConfigError, match=r"maid\.max_lower_evaluations"):
         LogisticL2Problem([data], data, max_lower_evaluations=0)
+    with pytest.raises(ConfigError, match=r"maid\.local_steps"):
+        LogisticL2Problem([data], data, solver="fedavg", local_steps=0)
 
 
 def test_downsample_averages_areas_to_144_features_in_unit_range() -> None:
