@@ -63,7 +63,7 @@ from fedhyper.models import trainable_float_keys
 from fedhyper.rules import FedExP, Plain, ServerRule, apply_rule
 from fedhyper.sampling import Purpose, sample_clients
 from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
-from fedhyper.wire import ARRAYS_RECORD, METRICS_RECORD, PARTITION_ID_KEY, ClientTask
+from fedhyper.wire import ARRAYS_RECORD, METRICS_RECORD, ClientTask
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
 
@@ -215,7 +215,6 @@ def floor(config: ExperimentConfig) -> dict[str, Any]:
         and ``torch_threads``.
 
     """
-    from clients.client_app import local_data
     from strategies.runner import initial_model
 
     task = ClientTask.from_experiment(config)
@@ -234,7 +233,7 @@ def floor(config: ExperimentConfig) -> dict[str, Any]:
     start = time.perf_counter()
     data: dict[int, TensorDataset] = {}
     for partition in sorted({p for sampled in schedule for p in sampled}):
-        train = local_data(task, {PARTITION_ID_KEY: partition}).train
+        train = task.partition(partition).train
         data[partition] = TensorDataset(*(tensor.to(device) for tensor in train.tensors))
     test = test_data(config.dataset)
     server_model = initial_model(config).to(device)
