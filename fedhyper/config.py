@@ -250,7 +250,10 @@ class SimulationConfig:
     round_timeout_s : float
         Seconds the server waits for the replies of one round.
     node_wait_s : float
-        Seconds the server waits at start for one SuperNode per partition.
+        Seconds the server waits at start for the SuperNodes to connect.
+    num_supernodes : int
+        Simulated SuperNodes the clients are multiplexed over (``python -m fedhyper``);
+        0 means one per ClientApp the machine runs at once. Results do not depend on it.
 
     """
 
@@ -259,6 +262,7 @@ class SimulationConfig:
     num_gpus_per_client: float = 0.0
     round_timeout_s: float = 3600.0
     node_wait_s: float = 60.0
+    num_supernodes: int = 0
 
 
 @dataclass

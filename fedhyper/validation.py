@@ -105,6 +105,7 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("simulation.num_gpus_per_client", config.simulation.num_gpus_per_client, 0.0)
     _positive("simulation.round_timeout_s", config.simulation.round_timeout_s)
     _at_least("simulation.node_wait_s", config.simulation.node_wait_s, 0.0)
+    _at_least("simulation.num_supernodes", config.simulation.num_supernodes, 0)
 
     reliability, faults = config.reliability, config.faults
     _at_least("reliability.checkpoint_every", reliability.checkpoint_every, 0)
