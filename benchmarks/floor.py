@@ -112,7 +112,8 @@ def floor(config: ExperimentConfig, workers: int = 1) -> dict[str, Any]:
     config : ExperimentConfig
         The composed experiment.
     workers : int
-        Worker processes training clients at once; 1 trains them in this process.
+        Worker processes training clients at once; 1 trains them in this process, as
+        does any number on a GPU.
 
     Returns
     -------
@@ -128,6 +129,8 @@ def floor(config: ExperimentConfig, workers: int = 1) -> dict[str, Any]:
 
     task = ClientTask.from_experiment(config)
     device = pick_device(task.device)
+    # CUDA does not survive a fork: on a GPU the floor trains in this process.
+    workers = 1 if device.type == "cuda" else workers
     # A Ray worker with num_cpus=n runs torch on n threads (Ray sets OMP_NUM_THREADS);
     # the floor's workers train on as many. More threads than free cores makes a busy
     # machine's OpenMP spin-waits cost several times the compute.
