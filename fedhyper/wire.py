@@ -72,7 +72,7 @@ PARTITION_ID_KEY = "partition-id"
 answers the server's query with: a node that has it can train any partition of the
 shared dataset (its value orders the nodes); a node without it has its own data."""
 
-PARTITION_KEY = "partition"
+PARTITION_KEY = "client-partition"
 """Instruction key of the partition a client trains or evaluates on; without it, the
 client is the receiving SuperNode's own data."""
 
