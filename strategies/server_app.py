@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedhyper.checkpoint import resume_experiment
 from fedhyper.compose import CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
+from fedhyper.errors import FedHyperError
 from fedhyper.preflight import check_data
 from fedhyper.progress import show_progress_lines
 from strategies.callbacks import RoundCallback
@@ -124,11 +125,19 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Resolve the experiment from the run-config, then run it."""
+    """Resolve the experiment from the run-config, then run it.
+
+    A user error (a bad setting, data that does not load, a federation that cannot
+    make up the experiment's clients) ends the run with the one line
+    ``python -m fedhyper`` prints, rather than Flower's traceback.
+    """
     show_progress_lines()
-    config = experiment_from_run_config(context.run_config)
-    # The server of a deployment may not hold the train split: its clients load it.
-    check_data(config, partitions=False)
-    run_dir = Path(config.resume or default_run_dir(config, context.run_id)).resolve()
-    LOGGER.info("fedhyper: writing outputs to %s", run_dir)
-    run_federation(grid, config, run_dir)
+    try:
+        config = experiment_from_run_config(context.run_config)
+        # The server of a deployment may not hold the train split: its clients load it.
+        check_data(config, partitions=False)
+        run_dir = Path(config.resume or default_run_dir(config, context.run_id)).resolve()
+        LOGGER.info("fedhyper: writing outputs to %s", run_dir)
+        run_federation(grid, config, run_dir)
+    except FedHyperError as error:
+        LOGGER.error("fedhyper: %s", error)
