@@ -2,7 +2,9 @@
 # Simulation speed on a GPU: s/round of the Flower path next to the pure-compute floor,
 # for the Fashion-MNIST CNN and the CIFAR-10 ResNet-18-GN, 10 clients a round, clients
 # training on CUDA (client.device=cuda) and sharing the GPU through fractional num_gpus
-# (simulation=gpu: 2 CPUs and 0.25 GPU per ClientApp, so four clients per GPU).
+# (simulation=gpu: 2 CPUs and 0.25 GPU per ClientApp, so four ClientApps per GPU, the
+# clients multiplexed over one simulated SuperNode each; the floor trains in one process,
+# as CUDA does not survive the parallel floor's fork).
 #
 # Usage: benchmarks/gpu_check.sh OUTPUT_DIR [ROUNDS]
 #   OUTPUT_DIR  receives speed_gpu.json (the schema of benchmarks/results/speed.json),
@@ -59,7 +61,7 @@ print("| config | clients/round | floor s/round | Flower s/round | ratio | start
 print("|---|---:|---:|---:|---:|---:|---:|")
 for run in result["runs"]:
     print(
-        f"| {run['config']} | {run['clients_per_round']} | {run['floor_s_per_round']} | "
+        f"| {run['config']} | {run['clients_per_round']} | {run['parallel_floor_s_per_round']} | "
         f"{run['flower_s_per_round']} | {run['ratio']} | {run['startup_s']} | "
         f"{run['peak_rss_mb']} |"
     )

@@ -1,19 +1,22 @@
-"""Simulation speed: the Flower path side by side with the pure-compute floor.
+"""Simulation speed: the Flower path side by side with the parallel pure-compute floor.
 
-``python -m benchmarks.speed`` runs, for each configuration, two measurements of the
+``python -m benchmarks.speed`` runs, for each configuration, three measurements of the
 same work, each in its own child process so that memory and start-up are its own:
 
-floor
-    The sampled clients' local training as a plain sequential loop: data decoded and
-    partitioned before the clock starts, one reusable model, the same sampled clients
-    (:func:`fedhyper.sampling.sample_clients`) and the same training call as the
-    ClientApp (:func:`fedhyper.training.train_client`, shuffled by
-    :func:`fedhyper.training.shuffle_generator`), then the same server update (Flower's
-    weighted average, then the strategy's pure rule through
-    :func:`fedhyper.rules.apply_rule`) and the same centralised evaluation. No Flower
-    messages, no Ray.
+parallel floor
+    :func:`benchmarks.floor.floor` on as many worker processes as the simulation runs
+    ClientApps at once (:func:`strategies.simulation.concurrent_clients`), each on the
+    same torch threads: the time to beat. No Flower messages, no Ray.
+sequential floor
+    The same on one process, for reference.
 flower
-    :func:`strategies.simulation.simulate` on the composed experiment (Ray backend).
+    :func:`strategies.simulation.simulate` on the composed experiment (Ray backend,
+    clients multiplexed over one simulated SuperNode per worker).
+
+The breakdown of a round: client training (the parallel floor's summed client seconds
+over its workers), the server step (average and rule) and centralised evaluation, all
+timed in the parallel floor; what the Flower path takes beyond the parallel floor is
+Flower and Ray: messages, serialisation, scheduling.
 
 Both run the same composed :class:`~fedhyper.config.ExperimentConfig`. Federated
 evaluation is off (``strategy.evaluate_clients_per_round=0``) and centralised evaluation
@@ -49,26 +52,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-from torch.utils.data import TensorDataset
-
+from benchmarks.floor import floor
 from benchmarks.provenance import write_result
 from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
-from fedhyper.data.federated import test_data
 from fedhyper.history import HISTORY_FILE, read_history
-from fedhyper.models import trainable_float_keys
-from fedhyper.rules import FedExP, Plain, ServerRule, apply_rule
-from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
-from fedhyper.wire import ARRAYS_RECORD, METRICS_RECORD, PARTITION_ID_KEY, ClientTask
+from strategies.simulation import concurrent_clients
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
-
-WEIGHT_KEY = "weight"
-"""Metric of the floor's client records that the average is weighted by."""
 
 COMMON = (
     "strategy.evaluate_clients_per_round=0",
@@ -134,11 +125,28 @@ CASES = {
                 "partition.num_clients=1000",
                 "strategy.clients_per_round=100",
             ),
-            "memory check: Fashion-MNIST CNN, 1,000 clients, 100 a round",
+            "Fashion-MNIST CNN, 1,000 Dirichlet(0.5) clients, 100 a round, 1 epoch",
+        ),
+        Case(
+            "shakespeare_lstm_100",
+            (
+                "experiment=shakespeare_cpu",
+                "model.hidden_size=64",
+                "client.max_steps=20",
+                "client.batch_size=64",
+                "strategy.clients_per_round=100",
+            ),
+            "Shakespeare char-LSTM REDUCED as above; 152 natural clients, 100 a round",
         ),
     )
 }
-DEFAULT_CASES = ("fmnist_cnn_10", "fmnist_cnn_100", "shakespeare_lstm_10")
+DEFAULT_CASES = (
+    "fmnist_cnn_10",
+    "fmnist_cnn_100",
+    "fmnist_cnn_100of1000",
+    "shakespeare_lstm_10",
+    "shakespeare_lstm_100",
+)
 
 
 def experiment(
@@ -175,113 +183,6 @@ def experiment(
             *extra,
         ]
     )
-
-
-def server_rule_for(config: ExperimentConfig, keys: Sequence[str]) -> ServerRule:
-    """Return the server rule the strategy applies to the averaged update.
-
-    FedAvg is :class:`~fedhyper.rules.Plain`; a method that steps by a server rule gets
-    the rule :func:`strategies.factory.server_rule` builds for it.
-    """
-    if config.strategy.name == "fedavg":
-        return Plain()
-    from fedhyper.methods import method_of
-    from strategies.factory import server_rule
-
-    method = method_of(config)
-    # FedExP's rule also needs every client's own update.
-    if method.server_rule is None or method.name == "fedexp":
-        raise SystemExit(
-            f"the floor knows fedavg and rule strategies but FedExP, not {method.name}"
-        )
-    rule = server_rule(config)
-    assert not isinstance(rule, FedExP)
-    return rule
-
-
-def floor(config: ExperimentConfig) -> dict[str, Any]:
-    """Run the experiment's rounds as a plain sequential loop and time them.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-        The composed experiment.
-
-    Returns
-    -------
-    dict
-        ``round_s`` (seconds of each round), ``preload_s`` (decoding and partitioning
-        the sampled clients' data before the clock starts), ``accuracy`` (last round)
-        and ``torch_threads``.
-
-    """
-    from clients.client_app import local_data
-    from strategies.runner import initial_model
-
-    task = ClientTask.from_experiment(config)
-    device = pick_device(task.device)
-    # A Ray worker with num_cpus=n runs torch on n threads (Ray sets OMP_NUM_THREADS);
-    # the floor trains on as many. More threads than free cores makes a busy machine's
-    # OpenMP spin-waits cost several times the compute.
-    torch.set_num_threads(max(1, int(config.simulation.num_cpus_per_client)))
-    count = config.strategy.clients_per_round
-    schedule = [
-        sample_clients(
-            config.seed, server_round, 0, Purpose.TRAIN, config.partition.num_clients, count
-        )
-        for server_round in range(1, config.num_rounds + 1)
-    ]
-    start = time.perf_counter()
-    data: dict[int, TensorDataset] = {}
-    for partition in sorted({p for sampled in schedule for p in sampled}):
-        train = local_data(task, {PARTITION_ID_KEY: partition}).train
-        data[partition] = TensorDataset(*(tensor.to(device) for tensor in train.tensors))
-    test = test_data(config.dataset)
-    server_model = initial_model(config).to(device)
-    client_model = initial_model(config).to(device)
-    keys = trainable_float_keys(server_model)
-    rule = server_rule_for(config, keys)
-    # On the CPU, where the Flower server keeps the global model.
-    global_state = {key: value.cpu().clone() for key, value in server_model.state_dict().items()}
-    preload_s = time.perf_counter() - start
-
-    round_s: list[float] = []
-    accuracy = float("nan")
-    for server_round, sampled in enumerate(schedule, start=1):
-        start = time.perf_counter()
-        replies: list[RecordDict] = []
-        for partition in sampled:
-            client_model.load_state_dict(global_state)
-            train_client(
-                client_model,
-                data[partition],
-                task,
-                lr=config.client.lr,
-                generator=shuffle_generator(task.seed, partition, server_round),
-                device=device,
-            )
-            weight = len(data[partition]) if config.strategy.weighted else 1
-            replies.append(
-                RecordDict(
-                    {
-                        ARRAYS_RECORD: ArrayRecord(client_model.state_dict()),
-                        METRICS_RECORD: MetricRecord({WEIGHT_KEY: weight}),
-                    }
-                )
-            )
-        average = aggregate_arrayrecords(replies, WEIGHT_KEY).to_torch_state_dict()
-        global_state, _, _ = apply_rule(rule, global_state, average, keys)
-        server_model.load_state_dict(global_state)
-        accuracy = evaluate(server_model, test, device=device).accuracy
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        round_s.append(time.perf_counter() - start)
-    return {
-        "round_s": round_s,
-        "preload_s": preload_s,
-        "accuracy": accuracy,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def flower(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
@@ -395,22 +296,13 @@ def run_child(args: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def concurrency(config: ExperimentConfig) -> int:
-    """Clients Ray trains at once: CPUs (and GPUs) over each ClientApp's share."""
-    simulation = config.simulation
-    slots = (os.cpu_count() or 1) // max(1, int(simulation.num_cpus_per_client))
-    if simulation.num_gpus_per_client > 0 and torch.cuda.is_available():
-        slots = min(slots, int(torch.cuda.device_count() / simulation.num_gpus_per_client))
-    return max(1, slots)
-
-
 def steady(round_s: Sequence[float]) -> float:
     """Mean seconds per round after the first (all rounds if there is only one)."""
     return statistics.fmean(round_s[1:] if len(round_s) > 1 else round_s)
 
 
 def measure(case: Case, rounds: int, strategy: str, extra: Sequence[str]) -> dict[str, Any]:
-    """Measure the floor and the Flower path of one configuration, each in a child.
+    """Measure the floors and the Flower path of one configuration, each in a child.
 
     Returns
     -------
@@ -427,31 +319,50 @@ def measure(case: Case, rounds: int, strategy: str, extra: Sequence[str]) -> dic
         strategy,
         *(f"--override={override}" for override in extra),
     ]
-    floor_result = run_child(["--child", "floor", *child])
+    parallel = run_child(["--child", "parallel", *child])
+    sequential = run_child(["--child", "floor", *child])
     flower_result = run_child(["--child", "flower", *child])
     with tempfile.TemporaryDirectory() as tmp:
         config = experiment(case, rounds, strategy, extra, Path(tmp))
-    floor_s = steady(floor_result["round_s"])
+    parallel_s = steady(parallel["round_s"])
     flower_s = steady(flower_result["round_s"])
+    workers = parallel["workers"]
     return {
         "config": case.name,
         "clients_per_round": config.strategy.clients_per_round,
         "num_clients": config.partition.num_clients,
-        "floor_s_per_round": round(floor_s, 3),
+        "parallel_floor_s_per_round": round(parallel_s, 3),
+        "sequential_floor_s_per_round": round(steady(sequential["round_s"]), 3),
         "flower_s_per_round": round(flower_s, 3),
-        "ratio": round(flower_s / floor_s, 2),
+        "ratio": round(flower_s / parallel_s, 2),
         "startup_s": round(flower_result["first_round_end_s"] - flower_s, 2),
         "peak_rss_mb": flower_result["peak_rss_mb"],
         "peak_pss_mb": flower_result["peak_pss_mb"],
-        "floor_peak_rss_mb": floor_result["peak_rss_mb"],
-        "floor_preload_s": round(floor_result["preload_s"], 2),
-        "floor_torch_threads": floor_result["torch_threads"],
-        "concurrency": concurrency(config),
+        "breakdown_s_per_round": {
+            "training": round(steady(parallel["train_s"]) / workers, 3),
+            "server_step": round(steady(parallel["server_s"]), 3),
+            "evaluation": round(steady(parallel["eval_s"]), 3),
+            "pool_and_idle": round(
+                parallel_s
+                - (
+                    steady(parallel["train_s"]) / workers
+                    + steady(parallel["server_s"])
+                    + steady(parallel["eval_s"])
+                ),
+                3,
+            ),
+            "flower_and_ray": round(flower_s - parallel_s, 3),
+        },
+        "workers": workers,
+        "torch_threads": parallel["torch_threads"],
+        "floor_peak_rss_mb": parallel["peak_rss_mb"],
+        "floor_preload_s": round(parallel["preload_s"], 2),
         "rounds": rounds,
-        "floor_round_s": [round(s, 3) for s in floor_result["round_s"]],
+        "parallel_floor_round_s": [round(s, 3) for s in parallel["round_s"]],
+        "sequential_floor_round_s": [round(s, 3) for s in sequential["round_s"]],
         "flower_round_s": [round(s, 3) for s in flower_result["round_s"]],
         "flower_first_round_end_s": round(flower_result["first_round_end_s"], 2),
-        "floor_accuracy": round(floor_result["accuracy"], 4),
+        "floor_accuracy": round(parallel["accuracy"], 4),
         "flower_accuracy": round(flower_result["accuracy"], 4),
         "device": config.client.device,
         "simulation": asdict(config.simulation),
@@ -472,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="extra Hydra override for both paths, e.g. client.device=cuda (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=RESULT)
-    parser.add_argument("--child", choices=("floor", "flower"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("parallel", "floor", "flower"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 2:
@@ -483,7 +394,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="fedhyper-speed-run-") as tmp:
             run_dir = Path(tmp) / "run"
             config = experiment(case, args.rounds, args.strategy, args.override, run_dir)
-            result = floor(config) if args.child == "floor" else flower(config, run_dir)
+            if args.child == "flower":
+                result = flower(config, run_dir)
+            else:
+                workers = concurrent_clients(config.simulation) if args.child == "parallel" else 1
+                result = floor(config, workers)
         args.child_output.write_text(json.dumps(result), encoding="utf-8")
         return
 
@@ -497,12 +412,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         {
             "load_average": os.getloadavg(),
             "definitions": {
-                "floor_s_per_round": (
-                    "mean of rounds 2..R, plain sequential PyTorch loop on num_cpus_per_client "
-                    "torch threads (Flower trains `concurrency` clients at once)"
+                "parallel_floor_s_per_round": (
+                    "mean of rounds 2..R, plain PyTorch on `workers` forked processes of "
+                    "num_cpus_per_client torch threads each (as many as Ray's ClientApps)"
                 ),
+                "sequential_floor_s_per_round": "the same on one process",
                 "flower_s_per_round": "mean of rounds 2..R of the history's wall_s",
-                "ratio": "flower_s_per_round / floor_s_per_round",
+                "ratio": "flower_s_per_round / parallel_floor_s_per_round",
+                "breakdown_s_per_round": (
+                    "training (summed client seconds / workers), server step and "
+                    "evaluation timed in the parallel floor; pool_and_idle: the rest of "
+                    "its round (pickling, workers waiting on the last client); "
+                    "flower_and_ray: flower_s_per_round - parallel_floor_s_per_round"
+                ),
                 "startup_s": "call of simulate() to end of round 1, less one steady round",
                 "peak_rss_mb": "peak summed RSS of the Flower run's process tree (Ray incl.)",
                 "peak_pss_mb": "the same, proportional set size (shared pages split)",

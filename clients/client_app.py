@@ -1,19 +1,20 @@
-"""The Flower ClientApp: local training and evaluation on one client's data.
+"""The Flower ClientApp: local training and evaluation of the clients a node is sent.
 
-Which data a SuperNode trains on comes from its node config (``flower-supernode
---node-config``; the simulation engine sets the first two keys itself):
+A message bundles the clients the server assigned to this node (:mod:`clients.slots`);
+each is trained (or evaluated) from the same global model. A client is a partition of
+the shared dataset, named in its instruction, or the node's own data. The node config
+(``flower-supernode --node-config``; the simulation engine sets ``partition-id`` itself)
+says which:
 
 ``partition-id`` (int)
-    Train on this share of the dataset, split by the server's ``partition`` settings
-    (kind, ``num_clients``, seed), exactly as in simulation.
-``num-partitions`` (int, optional)
-    Must equal the server's ``partition.num_clients``; a mismatch is an error rather
-    than a silently different split.
+    The node holds the shared dataset and trains whichever partitions the server sends
+    it, split by the server's ``partition`` settings (kind, ``num_clients``, seed).
 ``data-dir`` (str)
     A folder laid out like the offline mirror (``<data-dir>/<dataset folder>/
     train.parquet``). It replaces the server's ``dataset.data_dir`` on this node.
-    Without ``partition-id`` the node trains on *every* row of that train split: its
-    own data, with no shared partitioner (the server's ``partition.kind`` is ignored).
+    Without ``partition-id`` the node is one client that trains on *every* row of that
+    train split: its own data, with no shared partitioner (the server's
+    ``partition.kind`` is ignored).
 
 A node needs ``partition-id`` or ``data-dir``. FedMAID's queries
 (:mod:`clients.bilevel`) need ``partition-id``.
@@ -47,6 +48,7 @@ from torch.utils.data import TensorDataset
 
 from clients import bilevel
 from clients.faults import inject_fault
+from clients.slots import serve_slots
 from fedhyper.client_rules import CLIENT_RULES, ClientRule, RuleInputs, read_settings
 from fedhyper.config import DatasetSpec
 from fedhyper.data.federated import ClientData, client_data
@@ -60,6 +62,7 @@ from fedhyper.wire import (
     BILEVEL_GRADIENT_ACTION,
     BILEVEL_HESSIAN_VECTOR_ACTION,
     BILEVEL_LOCAL_DESCENT_ACTION,
+    CLIENT_RULE_STATE_RECORD,
     CONFIG_RECORD,
     METRICS_RECORD,
     NODE_CONFIG_ERROR_CODE,
@@ -74,10 +77,7 @@ from fedhyper.wire import (
     TrainReport,
 )
 
-NUM_PARTITIONS_KEY = "num-partitions"
 DATA_DIR_KEY = "data-dir"
-RULE_STATE_KEY = "client-rule-state"
-"""Node state record holding what the client rule keeps for the client's next round."""
 
 
 def reply_config_errors(
@@ -125,49 +125,36 @@ def _integer(value: object) -> int:
     return int(value)
 
 
-def _number(value: object) -> float:
-    if not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
-    """Return this SuperNode's train and validation data, as its node config says.
+def local_data(task: ClientTask, partition: int | None, node_config: UserConfig) -> ClientData:
+    """Return a client's train and validation data on this SuperNode.
 
     Parameters
     ----------
     task : ClientTask
         The server's task (dataset, partitioning, validation share).
+    partition : int or None
+        The client's partition of the shared dataset; ``None`` for the node's own data.
     node_config : UserConfig
         The SuperNode's node config; see the module docstring for the keys.
 
     Returns
     -------
     ClientData
-        A share of the partitioned dataset (``partition-id``), or every train row
-        under the node's own ``data-dir``.
+        A share of the partitioned dataset (read from the node's ``data-dir`` when it
+        names one), or every train row under the node's own ``data-dir``.
 
     Raises
     ------
     ConfigError
-        If the node config names neither key, or a ``num-partitions`` that differs
-        from the server's.
+        For the node's own data on a node whose config names no ``data-dir``.
     DatasetUnavailableError
         If ``data-dir`` lacks the dataset's train split (no fallback to another
         directory: that would train on data the node does not own).
 
     """
     node_data_dir = node_config.get(DATA_DIR_KEY)
-    if PARTITION_ID_KEY in node_config:
-        num_partitions = node_config.get(NUM_PARTITIONS_KEY, task.num_partitions)
-        if _integer(num_partitions) != task.num_partitions:
-            raise ConfigError(
-                f"node-config {NUM_PARTITIONS_KEY}",
-                num_partitions,
-                f"{task.num_partitions}, the server's partition.num_clients",
-            )
-        partition_id = _integer(node_config[PARTITION_ID_KEY])
-        return task.partition(partition_id, str(node_data_dir) if node_data_dir else None)
+    if partition is not None:
+        return task.partition(partition, str(node_data_dir) if node_data_dir else None)
     if node_data_dir is None:
         raise ConfigError(
             "node-config", dict(node_config), f"{PARTITION_ID_KEY}=<int> or {DATA_DIR_KEY}=<path>"
@@ -191,22 +178,26 @@ def local_data(task: ClientTask, node_config: UserConfig) -> ClientData:
     )
 
 
-def _shuffle_identity(context: Context) -> int:
-    """Return the partition id, or for a node with its own data its SuperNode id."""
-    partition_id = context.node_config.get(PARTITION_ID_KEY)
-    return context.node_id if partition_id is None else _integer(partition_id)
+def client_identity(partition: int | None, context: Context) -> int:
+    """Return the partition id, or for a node with its own data its SuperNode id.
+
+    It seeds the client's shuffles and fault draws, so they follow the client whichever
+    node trains it.
+    """
+    return context.node_id if partition is None else partition
 
 
-def _load_global_model(message: Message, task: ClientTask) -> tuple[torch.nn.Module, torch.device]:
+def _load_global_model(
+    content: RecordDict, task: ClientTask
+) -> tuple[torch.nn.Module, torch.device]:
     device = pick_device(task.device)
     model = _model(task.model, task.dataset, task.hidden_size, str(device))
-    model.load_state_dict(message.content.array_records[ARRAYS_RECORD].to_torch_state_dict())
+    model.load_state_dict(content.array_records[ARRAYS_RECORD].to_torch_state_dict())
     return model, device
 
 
 def _client_rule(
-    message: Message,
-    context: Context,
+    content: RecordDict,
     instruction: TrainInstruction,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -214,8 +205,7 @@ def _client_rule(
     """Build this round's client rule, fed Δ_{t−1} when the server sent it."""
     parameters = dict(model.named_parameters())
     keys = trainable_float_keys(model)
-    previous = message.content.array_records.get(PREVIOUS_DELTA_RECORD)
-    saved = context.state.config_records.get(RULE_STATE_KEY)
+    previous = content.array_records.get(PREVIOUS_DELTA_RECORD)
     inputs = RuleInputs(
         parameters=[parameters[key] for key in keys],
         optimizer=optimizer,
@@ -224,7 +214,7 @@ def _client_rule(
             None if previous is None else [torch.from_numpy(previous[key].numpy()) for key in keys]
         ),
         clients_per_round=instruction.task.clients_per_round,
-        saved_state={} if saved is None else {key: _number(v) for key, v in saved.items()},
+        saved_state=instruction.client_rule_state,
     )
     settings = read_settings(instruction.client_rule, instruction.client_rule_settings)
     return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
@@ -237,11 +227,17 @@ def _first_rows(data: TensorDataset, count: int) -> TensorDataset:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train the received global model on this client's data with the LR the server set."""
-    instruction = TrainInstruction.from_record(message.content.config_records[CONFIG_RECORD])
+    """Train every client of the message, each from the received global model."""
+    return serve_slots(message, context, train_one)
+
+
+def train_one(content: RecordDict, context: Context) -> RecordDict:
+    """Train the received global model on one client's data with the LR the server set."""
+    instruction = TrainInstruction.from_record(content.config_records[CONFIG_RECORD])
     task = instruction.task
-    data = local_data(task, context.node_config)
-    model, device = _load_global_model(message, task)
+    identity = client_identity(instruction.partition, context)
+    data = local_data(task, instruction.partition, context.node_config)
+    model, device = _load_global_model(content, task)
     probe = _first_rows(data.train, instruction.probe_examples)
     probe_before = evaluate(model, probe, device=device).loss if len(probe) else None
     result, rule = train_client(
@@ -249,45 +245,46 @@ def train(message: Message, context: Context) -> Message:
         data.train,
         task,
         lr=instruction.lr,
-        generator=shuffle_generator(
-            task.seed, _shuffle_identity(context), instruction.server_round
-        ),
+        generator=shuffle_generator(task.seed, identity, instruction.server_round),
         device=device,
-        controller_for=partial(_client_rule, message, context, instruction, model),
+        controller_for=partial(_client_rule, content, instruction, model),
     )
     assert rule is not None  # controller_for always builds one
-    state = rule.state_dict()
-    if state:
-        context.state[RULE_STATE_KEY] = ConfigRecord(dict(state.items()))
     report = TrainReport.from_lrs(len(data.train), result.mean_loss, result.lrs, rule.report())
     if probe_before is not None:
         probe_after = evaluate(model, probe, device=device).loss
         report = replace(report, probe_loss_before=probe_before, probe_loss_after=probe_after)
-    content = RecordDict(
+    reply = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),
             METRICS_RECORD: MetricRecord(report.to_record()),
         }
     )
-    reply = Message(content, reply_to=message)
-    return inject_fault(instruction, _shuffle_identity(context), reply)
+    state = rule.state_dict()
+    if state:
+        reply[CLIENT_RULE_STATE_RECORD] = ConfigRecord(dict(state.items()))
+    return inject_fault(instruction, identity, reply)
 
 
 @app.evaluate()
 def evaluate_global(message: Message, context: Context) -> Message:
-    """Evaluate the received global model on this client's validation split."""
-    task = EvaluateInstruction.from_record(message.content.config_records[CONFIG_RECORD]).task
-    data = local_data(task, context.node_config)
-    model, device = _load_global_model(message, task)
+    """Evaluate the received global model on each client's validation split."""
+    return serve_slots(message, context, evaluate_one)
+
+
+def evaluate_one(content: RecordDict, context: Context) -> RecordDict:
+    """Evaluate the received global model on one client's validation split."""
+    instruction = EvaluateInstruction.from_record(content.config_records[CONFIG_RECORD])
+    data = local_data(instruction.task, instruction.partition, context.node_config)
+    model, device = _load_global_model(content, instruction.task)
     result = evaluate(model, data.validation, device=device)
     report = EvaluateReport(result.loss, result.accuracy, result.num_examples)
-    metrics = MetricRecord(report.to_record())
-    return Message(content=RecordDict({METRICS_RECORD: metrics}), reply_to=message)
+    return RecordDict({METRICS_RECORD: MetricRecord(report.to_record())})
 
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
-    """Tell the server which partition this node serves: it samples clients by partition.
+    """Tell the server whether this node trains partitions of the shared dataset.
 
     The node first checks it has the device the query names.
     """

@@ -252,7 +252,10 @@ class SimulationConfig:
     poll_interval_s : float
         Seconds between the server's checks for replies while it waits for them.
     node_wait_s : float
-        Seconds the server waits at start for one SuperNode per partition.
+        Seconds the server waits at start for the SuperNodes to connect.
+    num_supernodes : int
+        Simulated SuperNodes the clients are multiplexed over (``python -m fedhyper``);
+        0 means one per ClientApp the machine runs at once. Results do not depend on it.
 
     """
 
@@ -262,6 +265,7 @@ class SimulationConfig:
     round_timeout_s: float = 3600.0
     poll_interval_s: float = 0.1
     node_wait_s: float = 60.0
+    num_supernodes: int = 0
 
 
 @dataclass

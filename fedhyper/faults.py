@@ -54,8 +54,6 @@ class FaultPlan:
         One of :data:`POISON_KINDS`.
     poison_scale : float
         Factor of the ``scale`` poison.
-    delay_s : float
-        How long a delayed client sleeps before replying.
 
     """
 
@@ -65,11 +63,10 @@ class FaultPlan:
     poison: float = 0.0
     poison_kind: str = "nan"
     poison_scale: float = 1e3
-    delay_s: float = 0.0
 
     @classmethod
     def from_experiment(cls, config: ExperimentConfig) -> FaultPlan:
-        """Read the plan from ``config.faults``; delayed replies miss the round timeout."""
+        """Read the plan from ``config.faults``; a delayed reply misses the round's deadline."""
         faults = config.faults
         return cls(
             seed=config.seed,
@@ -78,8 +75,6 @@ class FaultPlan:
             poison=faults.poison_probability,
             poison_kind=faults.poison,
             poison_scale=faults.poison_scale,
-            # One second past the deadline: late whatever the message queueing adds.
-            delay_s=config.simulation.round_timeout_s + 1.0,
         )
 
     @property

@@ -109,6 +109,7 @@ def validate(config: ExperimentConfig) -> None:
     _positive("simulation.round_timeout_s", config.simulation.round_timeout_s)
     _positive("simulation.poll_interval_s", config.simulation.poll_interval_s)
     _at_least("simulation.node_wait_s", config.simulation.node_wait_s, 0.0)
+    _at_least("simulation.num_supernodes", config.simulation.num_supernodes, 0)
 
     reliability, faults = config.reliability, config.faults
     _at_least("reliability.checkpoint_every", reliability.checkpoint_every, 0)

@@ -9,7 +9,12 @@ instead of turning into NaN.
 
 The server sends a :class:`TrainInstruction` (or an :class:`EvaluateInstruction`), each
 holding the experiment's :class:`ClientTask`, so that a deployed SuperNode needs no copy
-of the experiment's configuration files. A client answers with a :class:`TrainReport`
+of the experiment's configuration files. A client is a partition of a shared dataset,
+trained by whichever node the server assigns it to, or a SuperNode's own data: one
+message to a node bundles the instructions of all the clients it trains that round,
+each client's records under ``<record>@<slot>`` (:func:`slot_record`), the records all
+of them share once under their plain name; the reply bundles one result per slot, a
+:class:`SlotFailure` where a client failed. A client answers with a :class:`TrainReport`
 (or an :class:`EvaluateReport`); a node's :class:`NodeInfo` answers the server's
 :class:`NodeQuery`.
 The strategies write a :class:`ServerStep` into the aggregated training metrics, which
@@ -71,9 +76,27 @@ METRICS_RECORD = "metrics"
 """Record holding a client's report."""
 
 PARTITION_ID_KEY = "partition-id"
-"""Node-config key of a SuperNode's partition (the simulation engine sets it), and the
-metric a node answers the server's query with: the server samples clients by partition,
-so that the same seed picks the same clients whatever node ids a run was given."""
+"""Node-config key the simulation engine sets on every SuperNode, and the metric a node
+answers the server's query with: a node that has it can train any partition of the
+shared dataset (its value orders the nodes); a node without it has its own data."""
+
+PARTITION_KEY = "client-partition"
+"""Instruction key of the partition a client trains or evaluates on; without it, the
+client is the receiving SuperNode's own data."""
+
+CLIENT_RULE_STATE_RECORD = "client-rule-state"
+"""Reply record of what a client's rule keeps for its next round; the server keeps it
+per client and sends it back in the client's next instruction."""
+CLIENT_RULE_STATE_PREFIX = "client-rule-state."
+"""Instruction prefix of what the client's rule kept from its previous round."""
+
+FAILURE_RECORD = "failure"
+"""Reply record, in place of a client's result, of a client that failed."""
+FAILURE_REASON_KEY = "reason"
+FAILURE_LATE_KEY = "late"
+
+SLOT_SEPARATOR = "@"
+"""Between a record's name and its slot in a bundle of several clients' records."""
 
 NUM_EXAMPLES_KEY = "num-examples"
 """Reply metric Flower's FedAvg can weight the average by (the clients' example counts)."""
@@ -391,6 +414,10 @@ class TrainInstruction:
         Measure the loss of the first this many rows of the client's training split
         before and after training, and report both (FedHDET's ``loss_drop`` signal);
         0 measures nothing.
+    partition : int or None
+        The client's partition; ``None`` for the receiving SuperNode's own data.
+    client_rule_state : mapping of str to float
+        What the client's rule kept from the client's previous round (empty in its first).
 
     """
 
@@ -402,6 +429,8 @@ class TrainInstruction:
     client_rule_settings: Mapping[str, Scalar] = field(default_factory=dict)
     faults: FaultPlan | None = None
     probe_examples: int = 0
+    partition: int | None = None
+    client_rule_state: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_experiment(
@@ -448,6 +477,9 @@ class TrainInstruction:
             record |= {FAULT_PREFIX + k: v for k, v in asdict(self.faults).items()}
         if self.probe_examples:
             record[PROBE_EXAMPLES_KEY] = self.probe_examples
+        if self.partition is not None:
+            record[PARTITION_KEY] = self.partition
+        record |= {CLIENT_RULE_STATE_PREFIX + k: v for k, v in self.client_rule_state.items()}
         return record
 
     @classmethod
@@ -474,6 +506,8 @@ class TrainInstruction:
                 else None
             ),
             probe_examples=reader.take_optional(PROBE_EXAMPLES_KEY, int) or 0,
+            partition=reader.take_optional(PARTITION_KEY, int),
+            client_rule_state=reader.take_prefixed_numbers(CLIENT_RULE_STATE_PREFIX),
         )
         reader.done()
         return instruction
@@ -481,14 +515,22 @@ class TrainInstruction:
 
 @dataclass(frozen=True)
 class EvaluateInstruction:
-    """What the server sends the clients that evaluate a round's global model."""
+    """What the server sends the clients that evaluate a round's global model.
+
+    ``partition`` is the client's partition, ``None`` for the receiving SuperNode's own
+    data.
+    """
 
     server_round: int
     task: ClientTask
+    partition: int | None = None
 
     def to_record(self) -> InstructionRecord:
         """Flatten to scalars."""
-        return {SERVER_ROUND_KEY: self.server_round, **self.task.to_record()}
+        record: InstructionRecord = {SERVER_ROUND_KEY: self.server_round, **self.task.to_record()}
+        if self.partition is not None:
+            record[PARTITION_KEY] = self.partition
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvaluateInstruction:
@@ -504,6 +546,7 @@ class EvaluateInstruction:
         instruction = cls(
             server_round=reader.take(SERVER_ROUND_KEY, int),
             task=ClientTask._read(reader),
+            partition=reader.take_optional(PARTITION_KEY, int),
         )
         reader.done()
         return instruction
@@ -931,3 +974,96 @@ class ShardLoss:
         loss = cls(loss=reader.take(BILEVEL_LOSS_KEY, float))
         reader.done()
         return loss
+
+
+@dataclass(frozen=True)
+class SlotFailure:
+    """Why a client of a bundle sent no result.
+
+    Attributes
+    ----------
+    reason : str
+        What went wrong.
+    late : bool
+        The client missed the round's deadline (a straggler): the server counts a
+        timeout, as for a node that does not answer, without holding up the clients
+        bundled with it.
+
+    """
+
+    reason: str
+    late: bool = False
+
+    def to_record(self) -> InstructionRecord:
+        """Flatten to scalars."""
+        return {FAILURE_REASON_KEY: self.reason, FAILURE_LATE_KEY: self.late}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SlotFailure:
+        """Read a failure back from a received record.
+
+        Raises
+        ------
+        WireFormatError
+            For a missing, unknown or mistyped key.
+
+        """
+        reader = _Reader(record, "client failure")
+        failure = cls(
+            reason=reader.take(FAILURE_REASON_KEY, str), late=reader.take(FAILURE_LATE_KEY, bool)
+        )
+        reader.done()
+        return failure
+
+
+def slot_record(name: str, slot: int) -> str:
+    """Return the name of record ``name`` of the client in ``slot`` of a bundle."""
+    return f"{name}{SLOT_SEPARATOR}{slot}"
+
+
+def split_slots(names: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Sort a bundle's record names into shared ones and each slot's.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The record names of a bundled message.
+
+    Returns
+    -------
+    shared : list of str
+        Names without a slot: records every client of the bundle uses.
+    slots : list of dict of str to str
+        For each slot, from 0, ``{record name: name in the bundle}``.
+
+    Raises
+    ------
+    WireFormatError
+        For a slot that is not a number, or slots that are not ``0 .. n-1``.
+
+    """
+    shared: list[str] = []
+    by_slot: dict[int, dict[str, str]] = {}
+    for name in names:
+        record, separator, slot = name.rpartition(SLOT_SEPARATOR)
+        if not separator:
+            shared.append(name)
+            continue
+        if not slot.isdigit():
+            raise WireFormatError(f"bundle record {name!r} names no slot number")
+        by_slot.setdefault(int(slot), {})[record] = name
+    if sorted(by_slot) != list(range(len(by_slot))):
+        raise WireFormatError(f"bundle slots {sorted(by_slot)} are not 0 .. n-1")
+    return shared, [by_slot[slot] for slot in range(len(by_slot))]
+
+
+def rule_state_from_record(record: Mapping[str, Any]) -> dict[str, float]:
+    """Read what a client's rule kept (a reply's client-rule-state record).
+
+    Raises
+    ------
+    WireFormatError
+        For a value that is not a number.
+
+    """
+    return _Reader(record, "client rule state").take_prefixed_numbers("")

@@ -17,7 +17,7 @@
 #   --port P            SuperLink port (default 8000): Fleet, Control and Runtime APIs
 #   --node-port-base Q  SuperNode i serves its local Runtime API on Q+i (default 9094)
 #   --data-dirs A,B,..  SuperNode i trains on all of its own data-dir (the i-th folder)
-#                       instead of partition-id=i of the shared dataset
+#                       instead of partitions of the shared dataset (partition-id=i)
 #   --gpus 0,1,..       SuperNode i sees only GPU number i (mod the list): one GPU each
 #   --insecure          no TLS and no SuperNode authentication. UNSAFE: anyone who can
 #                       reach the port can read and alter models and submit runs that
@@ -149,7 +149,7 @@ node_configs() {
         done
     else
         for ((i = 0; i < num_supernodes; i++)); do
-            node_config+=("partition-id=$i num-partitions=$num_supernodes")
+            node_config+=("partition-id=$i")
         done
     fi
 }

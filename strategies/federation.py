@@ -1,9 +1,12 @@
-"""The federation as the server sees it: which SuperNode serves which client.
+"""The federation as the server sees it: its clients, and the nodes that can train them.
 
-Clients are found and ordered by partition, so that the same seed samples the same
-clients whatever node ids a run was given; a strategy configuring a round sees only the
-nodes sampled for it, through :class:`SampledGrid`. Every message goes out and every
-reply comes back through :func:`exchange`, in simulation and deployment alike.
+A client is a partition of the shared dataset, which any node holding that dataset can
+train, or a SuperNode's own data. Clients are numbered in a stable order (partitions,
+then the nodes with their own data by node id), so that the same seed samples the same
+clients whatever nodes a run was given; a strategy configuring a round addresses its
+messages to these client numbers, through :class:`SampledGrid`, and
+:class:`strategies.multiplex.Multiplexer` delivers them to nodes. Every message goes out
+and every reply comes back through :func:`exchange`, in simulation and deployment alike.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from fedhyper.wire import (
     WireFormatError,
 )
 
+SETTLE_S = 0.5
+"""Seconds the number of connected SuperNodes must stay the same before the run starts:
+nodes register one by one (also in simulation), and more nodes only add speed."""
+
 
 class FederationError(FedHyperError):
-    """The SuperNodes cannot be told apart by partition, so sampling is not reproducible."""
+    """A SuperNode did not answer the server's query, or answered something else."""
 
 
 class NodeConfigError(FedHyperError):
@@ -116,74 +123,151 @@ def wait_for_federation(
 
 
 @dataclass(frozen=True)
-class ClientDirectory:
-    """The federation's SuperNodes in a stable order: by partition id.
-
-    Simulation gives every node a fresh random id each time it starts, but the same
-    partition; ordering by partition makes "the k-th client" mean the same client in a
-    run and in its resumption. Nodes without a partition (deployments where each node
-    brings its own data) follow, ordered by node id.
+class Client:
+    """One client of the federation.
 
     Attributes
     ----------
-    node_ids : list of int
-        Node ids in client order.
-    partitions : dict of int to int or None
-        Each node's partition.
+    partition : int or None
+        Its partition of the shared dataset; ``None`` for a SuperNode's own data.
+    node_id : int or None
+        The SuperNode holding its own data; ``None`` for a partition, which any node
+        with the shared dataset can train.
 
     """
 
-    node_ids: list[int]
-    partitions: dict[int, int | None]
+    partition: int | None
+    node_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientDirectory:
+    """The federation's clients in a stable order, and the nodes that train partitions.
+
+    Simulation gives every node a fresh random id each time it starts; numbering the
+    clients by partition makes "client k" mean the same client in a run and in its
+    resumption, whatever nodes serve it. Nodes with their own data follow the
+    partitions, ordered by node id.
+
+    Attributes
+    ----------
+    clients : list of Client
+        The clients; a client's id is its position here.
+    workers : list of int
+        Ids of the nodes holding the shared dataset, in the order of their partition-id.
+
+    """
+
+    clients: list[Client]
+    workers: list[int]
 
     def sample(
         self, config: ExperimentConfig, server_round: int, attempt: int, purpose: Purpose
     ) -> list[int]:
-        """Return the node ids sampled for one attempt of a round, in client order."""
+        """Return the client ids sampled for one attempt of a round, in client order."""
         count = (
             config.strategy.clients_per_round
             if purpose is Purpose.TRAIN
             else config.strategy.evaluate_clients_per_round
         )
-        positions = sample_clients(
-            config.seed, server_round, attempt, purpose, len(self.node_ids), count
-        )
-        return [self.node_ids[position] for position in positions]
+        return sample_clients(config.seed, server_round, attempt, purpose, len(self.clients), count)
 
     def in_order(self, replies: Iterable[Message]) -> list[Message]:
-        """Sort replies into client order: arrival order would make float sums vary."""
-        position = {node_id: index for index, node_id in enumerate(self.node_ids)}
-        return sorted(replies, key=lambda reply: position[reply.metadata.src_node_id])
+        """Sort per-client replies into client order: arrival order would make float sums vary."""
+        return sorted(replies, key=lambda reply: reply.metadata.src_node_id)
 
-    def describe(self, node_id: int) -> str:
-        """Name a node for log lines: its partition when it has one."""
-        partition = self.partitions.get(node_id)
-        return f"partition {partition}" if partition is not None else f"node {node_id}"
+    def describe(self, client_id: int) -> str:
+        """Name a client for log lines: its partition, or the node with its own data."""
+        client = self.clients[client_id]
+        return (
+            f"partition {client.partition}"
+            if client.partition is not None
+            else f"node {client.node_id}"
+        )
 
 
 def discover_clients(grid: Grid, config: ExperimentConfig) -> ClientDirectory:
-    """Ask every SuperNode of an experiment's federation which partition it serves.
+    """Wait for the SuperNodes, ask each whether it holds the shared dataset, number the clients.
 
-    See :func:`find_clients`; the experiment says how many clients and which timeouts.
-    """
-    return find_clients(
-        grid, config.partition.num_clients, config.simulation, device=config.client.device
-    )
-
-
-def find_clients(
-    grid: Grid,
-    expected: int,
-    simulation: SimulationConfig,
-    count_key: str = "partition.num_clients",
-    device: str = "auto",
-) -> ClientDirectory:
-    """Ask every SuperNode which partition it serves, and whether it has the device.
+    The federation has ``partition.num_clients`` clients: one per SuperNode with its own
+    data, the rest partitions of the shared dataset, spread over the nodes that hold it.
 
     Parameters
     ----------
     grid : Grid
-        The connected federation.
+        The federation.
+    config : ExperimentConfig
+        The experiment (number of clients, timeouts).
+
+    Returns
+    -------
+    ClientDirectory
+        The clients in client order and the nodes that train partitions.
+
+    Raises
+    ------
+    ConfigError
+        If the nodes connected within ``simulation.node_wait_s`` cannot make up
+        ``partition.num_clients`` clients.
+    FederationError
+        If a node does not answer the query.
+    NodeConfigError
+        If a node cannot run the experiment as configured (it lacks ``client.device``).
+
+    """
+    expected = config.partition.num_clients
+    deadline = time.monotonic() + config.simulation.node_wait_s
+    partitions: dict[int, int | None] = {}
+    while True:
+        node_ids = _settled_node_ids(grid, deadline)
+        unknown = [node_id for node_id in node_ids if node_id not in partitions]
+        partitions |= _ask_partitions(grid, config.simulation, unknown, config.client.device)
+        workers = sorted(
+            (node for node, partition in partitions.items() if partition is not None),
+            key=lambda node: (partitions[node], node),
+        )
+        own_data = sorted(node for node, partition in partitions.items() if partition is None)
+        if len(own_data) == expected or (workers and len(own_data) < expected):
+            clients = [Client(partition) for partition in range(expected - len(own_data))]
+            clients += [Client(None, node_id) for node_id in own_data]
+            return ClientDirectory(clients, workers)
+        if len(own_data) > expected or time.monotonic() > deadline:
+            raise ConfigError(
+                "partition.num_clients",
+                expected,
+                f"{len(own_data)} or more, the SuperNodes with their own data connected "
+                f"after {config.simulation.node_wait_s:g} s, with {len(workers)} holding the "
+                "shared dataset (node-config partition-id) to train the other partitions",
+            )
+        time.sleep(0.2)
+
+
+def _settled_node_ids(grid: Grid, deadline: float) -> list[int]:
+    """Return the connected nodes once their number stops changing (or at the deadline)."""
+    count, since = -1, time.monotonic()
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        now = time.monotonic()
+        if len(node_ids) != count:
+            count, since = len(node_ids), now
+        elif (count and now - since >= SETTLE_S) or now > deadline:
+            return node_ids
+        time.sleep(0.2)
+
+
+def find_partition_nodes(
+    grid: Grid,
+    expected: int,
+    simulation: SimulationConfig,
+    count_key: str,
+    device: str = "auto",
+) -> list[int]:
+    """Find one SuperNode per partition, for servers that address each partition's node.
+
+    Parameters
+    ----------
+    grid : Grid
+        The federation.
     expected : int
         The number of SuperNodes to wait for.
     simulation : SimulationConfig
@@ -196,8 +280,8 @@ def find_clients(
 
     Returns
     -------
-    ClientDirectory
-        The nodes in client order.
+    list of int
+        The node ids by partition-id; nodes without one follow, by node id.
 
     Raises
     ------
@@ -211,6 +295,30 @@ def find_clients(
     """
     wait_for_federation(grid, expected, simulation, count_key)
     node_ids = sorted(grid.get_node_ids())
+    partitions = _ask_partitions(grid, simulation, node_ids, device)
+    claimed = [p for p in partitions.values() if p is not None]
+    if len(set(claimed)) != len(claimed):
+        twice = sorted({p for p in claimed if claimed.count(p) > 1})
+        raise FederationError(
+            f"partitions {twice[:5]} are served by more than one SuperNode; give each "
+            f"node its own node-config {PARTITION_ID_KEY}"
+        )
+    return sorted(
+        node_ids,
+        key=lambda n: (0, partitions[n], n) if partitions[n] is not None else (1, 0, n),
+    )
+
+
+def _ask_partitions(
+    grid: Grid, simulation: SimulationConfig, node_ids: Sequence[int], device: str
+) -> dict[int, int | None]:
+    """Ask nodes for their partition-id (whether each holds the shared dataset).
+
+    The query names the device the clients will train on: a node without it answers a
+    node-config error, which stops the run.
+    """
+    if not node_ids:
+        return {}
     query = NodeQuery(device=device)
     queries = [
         Message(
@@ -231,7 +339,7 @@ def find_clients(
         reason = f": {errors[0].error.reason}" if errors else ""
         raise FederationError(
             f"{len(silent) + len(errors)} of {len(node_ids)} SuperNodes did not say which "
-            f"partition they serve within {timeout:g} s (the longer of "
+            f"data they hold within {timeout:g} s (the longer of "
             f"simulation.node_wait_s and simulation.round_timeout_s){reason}"
         )
     partitions: dict[int, int | None] = {}
@@ -241,26 +349,16 @@ def find_clients(
             partitions[node_id] = NodeInfo.from_record(metrics).partition
         except WireFormatError as error:
             raise FederationError(f"node {node_id}: {error}") from None
-    claimed = [p for p in partitions.values() if p is not None]
-    if len(set(claimed)) != len(claimed):
-        twice = sorted({p for p in claimed if claimed.count(p) > 1})
-        raise FederationError(
-            f"partitions {twice[:5]} are served by more than one SuperNode; give each "
-            f"node its own node-config {PARTITION_ID_KEY}"
-        )
-    ordered = sorted(
-        node_ids,
-        key=lambda n: (0, partitions[n], n) if partitions[n] is not None else (1, 0, n),
-    )
-    return ClientDirectory(node_ids=ordered, partitions=partitions)
+    return partitions
 
 
 class SampledGrid(Grid):
-    """The grid as a strategy sees it while configuring a round: only the sampled nodes.
+    """The grid as a strategy sees it while configuring a round: only the sampled clients.
 
     Flower's strategies sample with ``random.sample(grid.get_node_ids(), k)``; offered
-    exactly ``k`` nodes (their ``min_available_nodes`` is 0), they take all of them, so
-    the runner decides who takes part. Everything else goes to the real grid.
+    exactly ``k`` client ids (their ``min_available_nodes`` is 0), they take all of them,
+    so the runner decides who takes part, and address one message to each client.
+    Everything else goes to the real grid.
     """
 
     def __init__(self, grid: Grid, node_ids: Sequence[int]) -> None:
@@ -268,7 +366,7 @@ class SampledGrid(Grid):
         self._node_ids = list(node_ids)
 
     def get_node_ids(self) -> Iterable[int]:
-        """Return the sampled nodes."""
+        """Return the sampled clients' ids."""
         return list(self._node_ids)
 
     def set_run(self, run: Run) -> None:

@@ -33,7 +33,7 @@ from fedhyper.bilevel.maid import MAID, StepRecord
 from fedhyper.errors import ConfigError
 from fedhyper.wire import BilevelQuery
 from strategies.bilevel_shards import FederatedShards
-from strategies.federation import find_clients
+from strategies.federation import find_partition_nodes
 
 LOGGER = logging.getLogger("fedhyper")
 
@@ -115,8 +115,10 @@ def run_fedmaid(grid: Grid, config: FedMAIDConfig, run_dir: Path) -> list[dict[s
         run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.structured(replace(config, resume=None)))
     )
     task = load_task(config)
-    directory = find_clients(grid, config.task.num_clients, config.simulation, "task.num_clients")
-    shards = FederatedShards(grid, directory.node_ids, client_query(config), config.simulation)
+    node_ids = find_partition_nodes(
+        grid, config.task.num_clients, config.simulation, "task.num_clients"
+    )
+    shards = FederatedShards(grid, node_ids, client_query(config), config.simulation)
     problem = LogisticL2Problem(
         shards,
         task.validation,

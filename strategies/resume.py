@@ -68,7 +68,7 @@ def restore(
     LOGGER.info("resuming %s after round %d", run_dir, checkpoint.server_round)
     if config.client.rule.keeps_node_state():
         LOGGER.warning(
-            "resuming with client rule %s: its state lives on the clients and restarts",
+            "resuming with client rule %s: its per-client state is not checkpointed and restarts",
             config.client.rule.name,
         )
     return ArrayRecord(checkpoint.arrays)

@@ -12,7 +12,7 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -31,7 +31,8 @@ from fedhyper.wire import (
     TrainReport,
 )
 from strategies.factory import weight_key
-from strategies.federation import ClientDirectory, SampledGrid, exchange
+from strategies.federation import ClientDirectory, SampledGrid
+from strategies.multiplex import Multiplexer
 from strategies.screening import ArraySpec, screen_replies
 
 LOGGER = logging.getLogger("fedhyper")
@@ -116,7 +117,7 @@ class RoundRunner:
     strategy : Strategy
         Aggregates the replies (and holds the server rule's state).
     directory : ClientDirectory
-        The SuperNodes in client order.
+        The clients, in client order, and the nodes that train them.
     trainable_keys : list of str
         Keys of the trainable floating-point parameters.
     spec : ArraySpec
@@ -130,6 +131,10 @@ class RoundRunner:
     directory: ClientDirectory
     trainable_keys: list[str]
     spec: ArraySpec
+    multiplexer: Multiplexer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.multiplexer = Multiplexer(self.grid, self.directory, self.config.simulation)
 
     def run(self, server_round: int, arrays: ArrayRecord) -> RoundRecord:
         """One round: train and aggregate, then evaluate on the clients.
@@ -187,17 +192,17 @@ class RoundRunner:
         lost = _Attempts()
         for attempt in range(config.reliability.round_retries + 1):
             lost.retries = attempt
-            nodes = self.directory.sample(config, server_round, attempt, Purpose.TRAIN)
+            clients = self.directory.sample(config, server_round, attempt, Purpose.TRAIN)
             instruction = TrainInstruction.from_experiment(config, server_round, attempt)
             messages = list(
                 self.strategy.configure_train(
                     server_round,
                     arrays,
                     ConfigRecord(instruction.to_record()),
-                    SampledGrid(self.grid, nodes),
+                    SampledGrid(self.grid, clients),
                 )
             )
-            replies = self.directory.in_order(exchange(self.grid, messages, config.simulation))
+            replies = self.multiplexer.exchange(messages)
             screened = screen_replies(
                 replies,
                 self.spec,
@@ -236,15 +241,15 @@ class RoundRunner:
 
     def _evaluate(self, server_round: int, arrays: ArrayRecord) -> FederatedEvaluation | None:
         """Evaluate the new global model on the sampled clients' validation splits."""
-        nodes = self.directory.sample(self.config, server_round, 0, Purpose.EVALUATE)
+        clients = self.directory.sample(self.config, server_round, 0, Purpose.EVALUATE)
         instruction = EvaluateInstruction(server_round, ClientTask.from_experiment(self.config))
         messages = self.strategy.configure_evaluate(
             server_round,
             arrays,
             ConfigRecord(instruction.to_record()),
-            SampledGrid(self.grid, nodes),
+            SampledGrid(self.grid, clients),
         )
-        replies = self.directory.in_order(exchange(self.grid, messages, self.config.simulation))
+        replies = self.multiplexer.exchange(list(messages))
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         return None if metrics is None else FederatedEvaluation.from_record(metrics)
 

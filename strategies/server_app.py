@@ -9,11 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from flwr.app import Context
+from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from fedhyper.checkpoint import resume_experiment
 from fedhyper.compose import CONFIG_GROUPS, compose_config, run_config_overrides
 from fedhyper.config import ExperimentConfig
+from fedhyper.errors import FedHyperError
 from fedhyper.preflight import check_data
 from fedhyper.progress import show_progress_lines
 from strategies.callbacks import RoundCallback
@@ -122,10 +124,36 @@ def experiment_from_run_config(run_config: Mapping[str, object]) -> ExperimentCo
 app = ServerApp()
 
 
+class OneLineUserErrors(logging.Filter):
+    """Log a user error the ServerApp raised as its one line, without the traceback.
+
+    Flower marks the run failed with the error as its status details, and logs the
+    exception with its traceback; for a :class:`~fedhyper.errors.FedHyperError` the
+    traceback says nothing the line does not.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace a user error's record by the line ``python -m fedhyper`` prints."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, FedHyperError):
+            record.msg, record.args, record.exc_info = "fedhyper: %s", (error,), None
+        return True
+
+
+ONE_LINE_USER_ERRORS = OneLineUserErrors()
+"""The one filter ``main`` adds to Flower's logger, however often it runs in a process."""
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Resolve the experiment from the run-config, then run it."""
+    """Resolve the experiment from the run-config, then run it.
+
+    A user error (a bad setting, data that does not load, a federation that cannot
+    make up the experiment's clients) fails the run with the one line
+    ``python -m fedhyper`` prints, rather than Flower's traceback.
+    """
     show_progress_lines()
+    FLOWER_LOGGER.addFilter(ONE_LINE_USER_ERRORS)
     config = experiment_from_run_config(context.run_config)
     # The server of a deployment may not hold the train split: its clients load it.
     check_data(config, partitions=False)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from fedhyper.compose import compose_config
@@ -28,7 +29,9 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app
 from fedhyper.models import build_model
-from fedhyper.wire import ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, TrainInstruction
+from fedhyper.wire import (
+    ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, TrainInstruction, slot_record
+)
 
 heavy = sys.argv[1].split(",")
 report = {"after_import": sorted(m for m in heavy if m in sys.modules)}
@@ -36,12 +39,16 @@ record = json.loads(sys.stdin.read())
 task = TrainInstruction.from_record(record).task
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 model = build_model(task.dataset, task.model, hidden_size=task.hidden_size)
-content = {ARRAYS_RECORD: ArrayRecord(model.state_dict()), CONFIG_RECORD: ConfigRecord(record)}
+content = {
+    ARRAYS_RECORD: ArrayRecord(model.state_dict()),
+    slot_record(CONFIG_RECORD, 0): ConfigRecord(record),
+}
 message = Message(RecordDict(content), dst_node_id=7, message_type=MessageType.TRAIN)
-node_config = {"partition-id": 3, "num-partitions": task.num_partitions}
+node_config = {"partition-id": 3}
 context = Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
 reply = app(message, context)
-report["trained"] = not reply.has_error() and METRICS_RECORD in reply.content.metric_records
+metrics = slot_record(METRICS_RECORD, 0)
+report["trained"] = not reply.has_error() and metrics in reply.content.metric_records
 report["after_training"] = sorted(m for m in heavy if m in sys.modules)
 print(json.dumps(report))
 """
@@ -60,7 +67,8 @@ def test_a_client_on_cached_data_trains_without_the_partitioning_libraries(
     )
     # The first client on this machine partitions the split; the cache keeps the result.
     ClientTask.from_experiment(config).partition(3)
-    record = TrainInstruction.from_experiment(config, server_round=1, attempt=0).to_record()
+    instruction = TrainInstruction.from_experiment(config, server_round=1, attempt=0)
+    record = replace(instruction, partition=3).to_record()
     result = subprocess.run(
         [sys.executable, "-c", CLIENT, ",".join(HEAVY)],
         input=json.dumps(record),

@@ -24,10 +24,13 @@ from fedhyper.wire import (
     ServerStep,
     ShardInfo,
     ShardLoss,
+    SlotFailure,
     TrainInstruction,
     TrainReport,
     WireFormatError,
     client_rule_means,
+    slot_record,
+    split_slots,
 )
 from tests.support.paths import ROOT
 
@@ -50,6 +53,28 @@ def test_a_training_instruction_survives_the_trip() -> None:
     assert received.client_rule == "hypergradient"
     assert received.client_rule_settings["coupling"] == pytest.approx(0.3)
     assert received.faults is not None and received.faults.crash == 0.25
+
+
+def test_a_clients_partition_and_rule_state_survive_the_trip() -> None:
+    sent = replace(instruction(), partition=12, client_rule_state={"multiplier": 1.25})
+    assert TrainInstruction.from_record(sent.to_record()) == sent
+    assert TrainInstruction.from_record(instruction().to_record()).partition is None
+    evaluation = EvaluateInstruction(3, instruction().task, partition=4)
+    assert EvaluateInstruction.from_record(evaluation.to_record()) == evaluation
+    late = SlotFailure("straggler", late=True)
+    assert SlotFailure.from_record(late.to_record()) == late
+
+
+def test_a_bundles_records_sort_into_shared_and_slots() -> None:
+    names = ["arrays", slot_record("config", 1), slot_record("config", 0), "metrics@0"]
+    assert split_slots(names) == (
+        ["arrays"],
+        [{"config": "config@0", "metrics": "metrics@0"}, {"config": "config@1"}],
+    )
+    with pytest.raises(WireFormatError, match=r"are not 0 \.\. n-1"):
+        split_slots([slot_record("config", 1)])
+    with pytest.raises(WireFormatError, match="no slot number"):
+        split_slots(["config@x"])
 
 
 def test_the_other_messages_survive_the_trip() -> None:

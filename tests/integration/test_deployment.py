@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from benchmarks.deployment_cost import free_port_block
-from clients.client_app import DATA_DIR_KEY, NUM_PARTITIONS_KEY, local_data
+from clients.client_app import DATA_DIR_KEY, local_data
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
@@ -98,7 +98,7 @@ def test_data_dir_node_trains_on_all_of_its_own_rows(
     assert MIRROR is not None
     monkeypatch.setenv("FEDHYPER_CACHE_DIR", str(tmp_path / "cache"))
     own = make_node_data(tmp_path / "node", 1000, 250)
-    data = local_data(task_for(data_dir=str(MIRROR)), {DATA_DIR_KEY: str(own)})
+    data = local_data(task_for(data_dir=str(MIRROR)), None, {DATA_DIR_KEY: str(own)})
     assert len(data.train) + len(data.validation) == 250
     assert len(data.validation) == int(250 * 0.1)
     labels = pq.read_table(own / "fashion_mnist" / "train.parquet").column("label").to_pylist()
@@ -112,7 +112,7 @@ def test_data_dir_without_the_split_is_an_error_not_a_fallback(
     # A usable mirror is reachable through the environment, yet must not be used.
     monkeypatch.setenv(ENV_DATA_DIR, str(MIRROR))
     with pytest.raises(DatasetUnavailableError, match="data-dir"):
-        local_data(task_for(), {DATA_DIR_KEY: str(tmp_path / "empty")})
+        local_data(task_for(), None, {DATA_DIR_KEY: str(tmp_path / "empty")})
 
 
 def test_partition_nodes_split_their_data_dir_by_the_server_settings(
@@ -124,18 +124,15 @@ def test_partition_nodes_split_their_data_dir_by_the_server_settings(
     sizes = [
         len(d.train) + len(d.validation)
         for d in (
-            local_data(task, {PARTITION_ID_KEY: i, NUM_PARTITIONS_KEY: 2, DATA_DIR_KEY: str(own)})
-            for i in range(2)
+            local_data(task, i, {PARTITION_ID_KEY: 0, DATA_DIR_KEY: str(own)}) for i in range(2)
         )
     ]
     assert sizes == [100, 100]
 
 
-def test_node_config_must_agree_with_the_server_and_name_its_data() -> None:
-    with pytest.raises(ConfigError, match="num-partitions"):
-        local_data(task_for(), {PARTITION_ID_KEY: 0, NUM_PARTITIONS_KEY: 3})
+def test_a_node_without_the_shared_dataset_must_name_its_own_data() -> None:
     with pytest.raises(ConfigError, match="partition-id"):
-        local_data(task_for(), {})
+        local_data(task_for(), None, {})
 
 
 # --- the federation -------------------------------------------------------------------

@@ -14,7 +14,13 @@ from fedhyper.history import read_history
 from fedhyper.rules.hdet_clients import LR
 from fedhyper.rules.hdet_spread import assigned_multipliers
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.wire import CONFIG_RECORD, PARTITION_ID_KEY, TrainInstruction, TrainReport
+from fedhyper.wire import (
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    TrainInstruction,
+    TrainReport,
+    split_slots,
+)
 from strategies.runner import run_federation
 from tests.support.inprocess import InProcessGrid, comparable, run_in_process
 from tests.support.runs import config, same_weights
@@ -35,13 +41,16 @@ class RecordingGrid(InProcessGrid):
         for message, message_id in zip(messages, message_ids, strict=True):
             if message.metadata.message_type != MessageType.TRAIN:
                 continue
-            instruction = TrainInstruction.from_record(message.content[CONFIG_RECORD])
-            metrics = next(iter(self.replies[message_id].content.metric_records.values()))
-            node_config = self.contexts[message.metadata.dst_node_id].node_config
-            partition = node_config[PARTITION_ID_KEY]
-            assert isinstance(partition, int)
-            lr = TrainReport.from_record(metrics).lr_first
-            self.trained.setdefault(instruction.server_round, {})[partition] = lr
+            reply = self.replies[message_id].content
+            _, sent = split_slots(list(message.content.keys()))
+            _, received = split_slots(list(reply.keys()))
+            for instruction_slot, reply_slot in zip(sent, received, strict=True):
+                record = message.content[instruction_slot[CONFIG_RECORD]]
+                instruction = TrainInstruction.from_record(record)
+                assert instruction.partition is not None
+                metrics = reply[reply_slot[METRICS_RECORD]]
+                lr = TrainReport.from_record(metrics).lr_first
+                self.trained.setdefault(instruction.server_round, {})[instruction.partition] = lr
         return message_ids
 
 
@@ -69,7 +78,8 @@ def test_each_client_trains_at_the_base_lr_times_its_slots_multiplier(tmp_path: 
         "num_rounds=3",
         CLIENTS,
     )
-    grid = RecordingGrid(cfg.partition.num_clients)
+    # Two nodes for three clients a round: one node's message bundles two clients.
+    grid = RecordingGrid(2)
     run_federation(grid, cfg, tmp_path)
     history = read_history(tmp_path)
     bases = [row["scheduled_client_lr"] for row in history]

@@ -52,14 +52,14 @@ def expected_attempts(cfg: ExperimentConfig, server_round: int) -> list[list[Fau
     return attempts
 
 
-def test_clients_are_ordered_and_sampled_by_partition_whatever_their_node_ids() -> None:
+def test_clients_are_the_partitions_whatever_the_nodes() -> None:
     cfg = config()
     sampled = []
-    for _ in range(2):  # two federations with different random node ids
-        directory = discover_clients(InProcessGrid(20), cfg)
-        assert [directory.partitions[n] for n in directory.node_ids] == list(range(20))
-        rounds = [directory.sample(cfg, r, 0, Purpose.TRAIN) for r in (1, 2, 3)]
-        sampled.append([[directory.partitions[n] for n in nodes] for nodes in rounds])
+    for nodes in (2, 7):  # two federations, other sizes and random node ids
+        directory = discover_clients(InProcessGrid(nodes), cfg)
+        assert [client.partition for client in directory.clients] == list(range(20))
+        assert len(directory.workers) == nodes
+        sampled.append([directory.sample(cfg, r, 0, Purpose.TRAIN) for r in (1, 2, 3)])
     assert sampled[0] == sampled[1]
 
 

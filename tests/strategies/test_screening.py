@@ -162,7 +162,7 @@ def test_faults_are_seeded_per_client_round_and_attempt() -> None:
 
 
 def test_fault_plan_travels_in_the_training_instruction() -> None:
-    plan = FaultPlan(seed=1, crash=0.1, poison=0.2, poison_kind="scale", delay_s=4.0)
+    plan = FaultPlan(seed=1, crash=0.1, poison=0.2, poison_kind="scale")
     instruction = TrainInstruction.from_experiment(compose_config([]), 3, 1)
     with_plan = replace(instruction, faults=plan)
     assert TrainInstruction.from_record(with_plan.to_record()).faults == plan

@@ -27,13 +27,13 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import app as client_app
 from clients.client_app import evaluate_global, query
 from clients.faults import inject_fault
+from clients.slots import serve_slots
 from fedhyper.config import ExperimentConfig
 from fedhyper.history import RunSummary
 from fedhyper.wire import (
     ARRAYS_RECORD,
     CONFIG_RECORD,
     METRICS_RECORD,
-    PARTITION_ID_KEY,
     TrainInstruction,
     TrainReport,
 )
@@ -42,7 +42,7 @@ from strategies.runner import run_federation
 
 
 class InProcessGrid(Grid):
-    """``num_nodes`` SuperNodes with random ids, serving partitions ``0 .. num_nodes-1``."""
+    """``num_nodes`` SuperNodes with random ids, each holding the shared dataset."""
 
     def __init__(self, num_nodes: int, app: ClientApp = client_app) -> None:
         # The identity of the server, as Flower sets it in its server process.
@@ -112,9 +112,10 @@ def run_in_process(
     run_dir: Path,
     app: ClientApp = client_app,
     callbacks: Sequence[RoundCallback] | None = None,
+    num_nodes: int = 2,
 ) -> RunSummary:
     """Run an experiment on a fresh :class:`InProcessGrid`, as ``simulate`` would on Ray."""
-    grid = InProcessGrid(config.partition.num_clients, app)
+    grid = InProcessGrid(num_nodes, app)
     return run_federation(grid, config, run_dir, callbacks)
 
 
@@ -130,11 +131,15 @@ synthetic_app.evaluate()(evaluate_global)
 
 @synthetic_app.train()
 def _synthetic_train(message: Message, context: Context) -> Message:
-    instruction = TrainInstruction.from_record(message.content.config_records[CONFIG_RECORD])
-    partition = context.node_config[PARTITION_ID_KEY]
-    assert isinstance(partition, int)
+    return serve_slots(message, context, _synthetic_train_one)
+
+
+def _synthetic_train_one(content: RecordDict, context: Context) -> RecordDict:
+    instruction = TrainInstruction.from_record(content.config_records[CONFIG_RECORD])
+    partition = instruction.partition
+    assert partition is not None
     generator = torch.Generator().manual_seed(1000 * instruction.server_round + partition)
-    state = message.content.array_records[ARRAYS_RECORD].to_torch_state_dict()
+    state = content.array_records[ARRAYS_RECORD].to_torch_state_dict()
     stepped = {
         key: value + 0.01 * torch.randn(value.shape, generator=generator)
         if value.is_floating_point()
@@ -142,13 +147,13 @@ def _synthetic_train(message: Message, context: Context) -> Message:
         for key, value in state.items()
     }
     report = TrainReport.from_lrs(10 + partition, 1.0, [instruction.lr])
-    content = RecordDict(
+    reply = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(stepped),
             METRICS_RECORD: MetricRecord(report.to_record()),
         }
     )
-    return inject_fault(instruction, partition, Message(content, reply_to=message))
+    return inject_fault(instruction, partition, reply)
 
 
 def comparable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
