@@ -96,7 +96,7 @@ class AutoLR(ServerRule):
     two LRs move additively instead, :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t`
     and :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
 
-    With ``global_signal="clients"``, :math:`s_t` is instead the clients' mean
+    With ``global_signal="clients"`` (the default), :math:`s_t` is instead the clients' mean
     :math:`\cos(-\nabla f_i(w_t), d_{t-1})` of round :math:`t` on their first
     mini-batch, against the step :math:`d_{t-1} = w_t - w_{t-1}` the server applied
     (:attr:`sends_applied_step`; passed in by :meth:`observe_reports`; none at
