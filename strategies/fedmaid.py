@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from clients.client_app import app as client_app
 from fedhyper.atomic import atomic_write, atomic_write_text
 from fedhyper.bilevel.config import FedMAIDConfig
 from fedhyper.bilevel.fashion12 import BilevelTask, load_fashion12
-from fedhyper.bilevel.logistic import LogisticL2Problem, accuracy
+from fedhyper.bilevel.logistic import LabelledData, LogisticL2Problem, TrainingShards, accuracy
 from fedhyper.bilevel.maid import MAID, StepRecord
 from fedhyper.errors import ConfigError
 from fedhyper.wire import BilevelQuery
@@ -84,6 +85,42 @@ def step_row(
     }
 
 
+def start_maid(
+    shards: Sequence[LabelledData] | TrainingShards, task: BilevelTask, config: FedMAIDConfig
+) -> MAID:
+    """Return MAID at its first point over ``shards`` and the task's validation split.
+
+    Parameters
+    ----------
+    shards : sequence of LabelledData or TrainingShards
+        The lower level's data: the task's own shards (centralised) or the clients' (federated).
+    task : BilevelTask
+        The task; its validation split is the upper level.
+    config : FedMAIDConfig
+        The lower-level solver, θ₀ and MAID's settings.
+
+    Returns
+    -------
+    MAID
+        At θ = θ₀ everywhere and x = 0, before any step.
+
+    """
+    problem = LogisticL2Problem(
+        shards,
+        task.validation,
+        solver=config.lower.solver,
+        max_lower_evaluations=config.lower.max_rounds,
+        local_steps=config.lower.local_steps,
+    )
+    shape = problem.weight_shape()
+    return MAID(
+        problem,
+        torch.full(shape, config.theta0, dtype=torch.float64),
+        torch.zeros(shape, dtype=torch.float64),
+        config.maid,
+    )
+
+
 def run_fedmaid(grid: Grid, config: FedMAIDConfig, run_dir: Path) -> list[dict[str, Any]]:
     """Run (or, with ``config.resume``, continue) FedMAID, writing into ``run_dir``.
 
@@ -119,20 +156,7 @@ def run_fedmaid(grid: Grid, config: FedMAIDConfig, run_dir: Path) -> list[dict[s
         grid, config.task.num_clients, config.simulation, "task.num_clients"
     )
     shards = FederatedShards(grid, node_ids, client_query(config), config.simulation)
-    problem = LogisticL2Problem(
-        shards,
-        task.validation,
-        solver=config.lower.solver,
-        max_lower_evaluations=config.lower.max_rounds,
-        local_steps=config.lower.local_steps,
-    )
-    shape = problem.weight_shape()
-    maid = MAID(
-        problem,
-        torch.full(shape, config.theta0, dtype=torch.float64),
-        torch.zeros(shape, dtype=torch.float64),
-        config.maid,
-    )
+    maid = start_maid(shards, task, config)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         maid.load_state_dict(checkpoint["maid"])

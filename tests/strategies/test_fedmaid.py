@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from fedhyper.bilevel.config import FedMAIDConfig, compose_fedmaid
-from fedhyper.bilevel.logistic import LogisticL2Problem
 from fedhyper.bilevel.maid import MAID
-from strategies.fedmaid import load_task, run_fedmaid
+from strategies.fedmaid import load_task, run_fedmaid, start_maid
 from tests.support.inprocess import InProcessGrid
 
 SMALL = [
@@ -40,20 +39,7 @@ def small(*overrides: str) -> FedMAIDConfig:
 
 def centralised(config: FedMAIDConfig) -> MAID:
     task = load_task(config)
-    problem = LogisticL2Problem(
-        task.shards,
-        task.validation,
-        solver=config.lower.solver,
-        max_lower_evaluations=config.lower.max_rounds,
-        local_steps=config.lower.local_steps,
-    )
-    shape = problem.weight_shape()
-    maid = MAID(
-        problem,
-        torch.full(shape, config.theta0, dtype=torch.float64),
-        torch.zeros(shape, dtype=torch.float64),
-        config.maid,
-    )
+    maid = start_maid(task.shards, task, config)
     maid.run(config.max_steps)
     return maid
 
