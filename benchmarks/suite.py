@@ -24,7 +24,12 @@ the command, machine and date of the training, and the tables, plots and the res
 index are regenerated (:mod:`benchmarks.report`).
 
 ``--collect-only`` skips training and collects an existing sweep directory; the
-provenance then comes from the ``suite.json`` the training wrote there.
+provenance then comes from the ``suite.json`` the training wrote there. ``--add`` joins
+the sweep to the existing result file instead of replacing it (:mod:`benchmarks.additions`):
+``python -m benchmarks.suite compare --dataset fashion_mnist --legs compare --add
+strategy=fedhyper_auto`` adds one strategy to a finished suite (``--legs`` runs only the
+named legs); a setup that differs from the file's stops it
+before training.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from benchmarks.additions import PROVENANCE_KEYS, SetupMismatchError, add_sweep
 from benchmarks.compare import Run, find_runs
 from benchmarks.provenance import command, machine, write_result
 from benchmarks.report import render, write_index
 from benchmarks.tables import RESULTS_DIR
-from fedhyper.compose import CONF_DIR, group_options
+from fedhyper.compose import CONF_DIR, compose_config, group_options
 from fedhyper.config import ClientConfig
 from strategies.methods.fedhyper import HyperParams
 
@@ -116,7 +122,12 @@ def client_overrides(client: str | None, lr: float | None) -> list[str]:
 
 
 def hydra_commands(
-    suite: str, dataset: str, profile: str, sweep_dir: Path, overrides: list[str]
+    suite: str,
+    dataset: str,
+    profile: str,
+    sweep_dir: Path,
+    overrides: list[str],
+    legs: list[str] | None = None,
 ) -> list[list[str]]:
     """Build the Hydra multirun commands of a suite: every leg for each seed in turn.
 
@@ -128,6 +139,8 @@ def hydra_commands(
         Parent of the legs' sweep directories.
     overrides : list of str
         Extra Hydra overrides for every leg.
+    legs : list of str, optional
+        Only these of the suite's legs (default: all).
 
     Returns
     -------
@@ -154,6 +167,7 @@ def hydra_commands(
         ]
         for seed in seeds.split(",")
         for leg in SUITES[suite]
+        if legs is None or leg in legs
     ]
 
 
@@ -241,9 +255,8 @@ def run_record(run: Run) -> dict[str, Any]:
     }
 
 
-def setup_of(run: Run) -> dict[str, Any]:
+def setup_of(c: Any) -> dict[str, Any]:
     """Describe the shared setup of a suite from one of its runs' configuration."""
-    c = OmegaConf.load(run.path / "config.yaml")
     return {
         "num_rounds": int(c.num_rounds),
         "target_accuracy": float(c.target_accuracy),
@@ -270,20 +283,18 @@ def _run_order(run: Run, suite: str) -> tuple[int, int, int]:
     return int(seed), SUITES[suite].index(leg), int(job)
 
 
-def collect(sweep_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the result file of a sweep directory and return its content.
+def collect(sweep_dir: Path) -> dict[str, Any]:
+    """Return the result-file content of a sweep directory.
 
     Parameters
     ----------
     sweep_dir : Path
         Where the suite's legs ran (holds ``suite.json``).
-    out : Path
-        The JSON file to write.
 
     Returns
     -------
     dict
-        What was written.
+        The sweep's provenance, setup and runs.
 
     Raises
     ------
@@ -295,7 +306,7 @@ def collect(sweep_dir: Path, out: Path) -> dict[str, Any]:
     runs = sorted(find_runs(sweep_dir), key=lambda run: _run_order(run, provenance["suite"]))
     if not runs:
         raise FileNotFoundError(f"no finished runs under {sweep_dir}")
-    payload = {
+    return {
         "suite": provenance["suite"],
         "dataset": provenance["dataset"],
         "profile": provenance["profile"],
@@ -305,16 +316,48 @@ def collect(sweep_dir: Path, out: Path) -> dict[str, Any]:
         "hydra_commands": provenance["hydra_commands"],
         "suite_wall_s": provenance.get("wall_s"),
         "finished": bool(provenance.get("finished", False)),
-        "setup": setup_of(runs[0]),
+        "setup": setup_of(OmegaConf.load(runs[0].path / "config.yaml")),
         "runs": [run_record(run) for run in runs],
     }
-    write_result(out, payload)
-    return payload
+
+
+def planned_setup(suite: str, dataset: str, profile: str, overrides: list[str]) -> dict[str, Any]:
+    """Return the setup a suite's runs will have, composed before any training.
+
+    Sweep overrides (``client.lr=0.001,0.01``) are left out: the setup's fields are the
+    ones a suite holds fixed.
+    """
+    fixed = [o for o in overrides if "," not in o.split("=", 1)[-1]]
+    config = compose_config(
+        [f"+suite={SUITES[suite][0]}", f"experiment={dataset}_{profile}", *fixed]
+    )
+    return setup_of(OmegaConf.structured(config))
+
+
+def check_addition(args: argparse.Namespace, out: Path) -> None:
+    """Stop with one line, before training, if ``--add`` could not join the sweep to ``out``."""
+    if not out.exists():
+        return
+    existing = json.loads(out.read_text(encoding="utf-8"))
+    planned = {
+        "suite": args.suite,
+        "dataset": args.dataset,
+        "profile": args.profile,
+        "setup": planned_setup(args.suite, args.dataset, args.profile, args.overrides),
+        "runs": [],
+        **dict.fromkeys(PROVENANCE_KEYS),
+    }
+    try:
+        add_sweep(existing, planned)
+    except SetupMismatchError as error:
+        sys.exit(f"--add: {out} holds another setup than this sweep's: {error}")
 
 
 def train(args: argparse.Namespace, sweep_dir: Path) -> None:
     """Run every leg of the suite, recording the provenance in ``suite.json``."""
-    commands = hydra_commands(args.suite, args.dataset, args.profile, sweep_dir, args.overrides)
+    commands = hydra_commands(
+        args.suite, args.dataset, args.profile, sweep_dir, args.overrides, args.legs
+    )
     provenance: dict[str, Any] = {
         "suite": args.suite,
         "dataset": args.dataset,
@@ -358,8 +401,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr", type=float, help="initial client LR instead of the preset's")
     parser.add_argument("--collect-only", action="store_true", help="collect an existing sweep")
+    parser.add_argument(
+        "--legs",
+        nargs="+",
+        metavar="LEG",
+        help="run only these of the suite's configs (default: all; see SUITES)",
+    )
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="join the sweep's runs to the existing result file (same setup) instead of "
+        "replacing it: to add an arm without rerunning the rest",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every leg")
     args = parser.parse_intermixed_args(argv)
+    unknown_legs = sorted(set(args.legs or ()) - set(SUITES[args.suite]))
+    if unknown_legs:
+        parser.error(
+            f"--legs: {', '.join(unknown_legs)} not in suite {args.suite!r} "
+            f"(allowed: {', '.join(SUITES[args.suite])})"
+        )
     sets_lr = any(override.startswith("client.lr=") for override in args.overrides)
     if args.client is not None and args.lr is None and not sets_lr:
         parser.error(
@@ -376,10 +437,18 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{args.suite}_{args.dataset}_{args.profile}{client_suffix(args.client, args.lr)}"
         args.sweep_dir = Path("multirun/bench") / f"{name}_{stamp}"
     sweep_dir = args.sweep_dir.resolve()
+    out = result_path(args.suite, args.dataset, args.profile, client=args.client, lr=args.lr)
+    if args.add:
+        check_addition(args, out)
     if not args.collect_only:
         train(args, sweep_dir)
-    out = result_path(args.suite, args.dataset, args.profile, client=args.client, lr=args.lr)
-    payload = collect(sweep_dir, out)
+    payload = collect(sweep_dir)
+    if args.add and out.exists():
+        try:
+            payload = add_sweep(json.loads(out.read_text(encoding="utf-8")), payload)
+        except SetupMismatchError as error:
+            sys.exit(f"--add: {out} holds another setup than this sweep's: {error}")
+    write_result(out, payload)
     for path in render(out, payload):
         print(f"wrote {path}")
     print(f"wrote {out} ({len(payload['runs'])} runs)")

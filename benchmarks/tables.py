@@ -432,6 +432,7 @@ def table(data: dict[str, Any]) -> str:
         f"Date: {data['date']}"
         + ("" if wall is None else f"; suite wall time {wall / 60:.0f} min"),
         "",
+        *_addition_lines(data),
         *(
             []
             if data.get("finished", True)
@@ -446,12 +447,26 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _addition_lines(data: dict[str, Any]) -> list[str]:
+    """Name each sweep joined to the file later, with how many of the runs it made."""
+    additions = data.get("additions", [])
+    counts = [sum(run.get("addition") == k for run in data["runs"]) for k in range(len(additions))]
+    return [
+        *(
+            f"Added ({count} runs): `{sweep['command']}`, {sweep['machine']}, {sweep['date']}  "
+            for sweep, count in zip(additions, counts, strict=True)
+        ),
+        *([""] if additions else []),
+    ]
+
+
 # ----------------------------------------------------------------------------- summary
 
 
 def _provenance_cells(data: dict[str, Any]) -> list[str]:
     wall = data.get("suite_wall_s")
-    return ["—" if wall is None else f"{wall / 60:.0f} min", data["date"][:10]]
+    dates = [data["date"][:10], *(sweep["date"][:10] for sweep in data.get("additions", []))]
+    return ["—" if wall is None else f"{wall / 60:.0f} min", ", ".join(dict.fromkeys(dates))]
 
 
 def compare_summary_row(data: dict[str, Any]) -> str:
