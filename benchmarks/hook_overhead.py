@@ -1,0 +1,249 @@
+"""What FedHyper's per-step client hooks and per-round server rules cost.
+
+``python -m benchmarks.hook_overhead`` times local SGD and Adam steps on real batches
+(Fashion-MNIST with the CNN, Shakespeare with the character LSTM) without a step
+controller and with each of the clients' controllers (FedHyper-CL's
+:class:`~fedhyper.rules.HypergradientLocalLR`, FedHyper-Auto's
+:class:`~fedhyper.rules.DescentCosine`), in interleaved blocks, and the controllers' hooks
+on their own. It also times one server step of FedHyper-Auto's and the reference
+FedHyper's rule on an update of the model's size. It writes
+``benchmarks/results/hook_overhead.json`` and prints markdown tables.
+
+Steps run on one thread and are timed in process CPU time, so the ratio holds on a
+machine that is busy with other work; wall time on an idle machine is about the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.provenance import write_result
+from fedhyper.compose import compose_config
+from fedhyper.data.federated import test_data
+from fedhyper.models import build_model, trainable_float_keys
+from fedhyper.rules import (
+    AutoLR,
+    DescentCosine,
+    GlobalMomentumLR,
+    HypergradientLocalLR,
+    ServerRule,
+)
+from fedhyper.training import make_optimizer, set_seed, train_local
+
+RESULT = Path(__file__).parent / "results" / "hook_overhead.json"
+CASES = (("fashion_mnist", "cnn"), ("shakespeare", "char_lstm"))
+LR = {"sgd": 0.01, "adam": 0.001}
+StepController = HypergradientLocalLR | DescentCosine
+
+
+def _cl(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, lr: float) -> StepController:
+    delta = [torch.randn_like(p) * 1e-3 for p in params]
+    return HypergradientLocalLR(params, optimizer, base_lr=lr, global_delta=delta, coupling=0.01)
+
+
+def _descent_cosine(
+    params: list[torch.Tensor], optimizer: torch.optim.Optimizer, lr: float
+) -> StepController:
+    return DescentCosine(params, server_step=[torch.randn_like(p) * 1e-3 for p in params])
+
+
+CONTROLLERS: dict[str, Callable[..., StepController]] = {
+    "cl": _cl,
+    "descent_cosine": _descent_cosine,
+}
+"""The clients' step controllers, by the name of the client rule that runs them."""
+SERVER_RULES: dict[str, Callable[[], ServerRule]] = {
+    "fedhyper_auto": AutoLR,
+    "fedhyper_gm": GlobalMomentumLR,
+}
+"""Server rules timed per step, at their defaults."""
+
+
+class TimedHooks:
+    """Forward the step hooks to a controller and add up the CPU time they take."""
+
+    def __init__(self, controller: StepController) -> None:
+        self.controller = controller
+        self.seconds = 0.0
+
+    def start_epoch(self) -> None:
+        """Forward (not timed: once per epoch)."""
+        self.controller.start_epoch()
+
+    def before_step(self) -> None:
+        """Forward and time."""
+        start = time.process_time()
+        self.controller.before_step()
+        self.seconds += time.process_time() - start
+
+    def after_step(self) -> None:
+        """Forward and time."""
+        start = time.process_time()
+        self.controller.after_step()
+        self.seconds += time.process_time() - start
+
+
+def _block_seconds(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    optimizer_name: str,
+    controller_name: str | None,
+) -> tuple[float, float]:
+    """Seconds per step of one pass over ``batches``, and of that in the hooks."""
+    lr = LR[optimizer_name]
+    optimizer = make_optimizer(optimizer_name, model.parameters(), lr, 0.5, 0.0)
+    controller: TimedHooks | None = None
+    if controller_name is not None:
+        parameters = dict(model.named_parameters())
+        params = [parameters[key] for key in trainable_float_keys(model)]
+        controller = TimedHooks(CONTROLLERS[controller_name](params, optimizer, lr))
+    start = time.process_time()
+    train_local(
+        model, batches, optimizer, epochs=1, device=torch.device("cpu"), controller=controller
+    )
+    hooks = controller.seconds if controller is not None else 0.0
+    return (time.process_time() - start) / len(batches), hooks / len(batches)
+
+
+def measure(
+    dataset: str, model_name: str, optimizer: str, steps: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Time plain steps and each controller's steps in alternating blocks.
+
+    Parameters
+    ----------
+    dataset, model_name : str
+        What to train.
+    optimizer : str
+        ``sgd`` or ``adam``.
+    steps : int
+        Steps per timed block.
+    repeats : int
+        Blocks of each kind.
+
+    Returns
+    -------
+    list of dict
+        One row per controller: medians in milliseconds and the relative overhead.
+
+    """
+    config = compose_config([f"dataset={dataset}", f"dataset.test_examples={64 * steps}"])
+    set_seed(0)
+    model = build_model(config.dataset.spec(), model_name)
+    inputs, labels = test_data(config.dataset).tensors
+    batches = list(zip(torch.split(inputs, 64), torch.split(labels, 64), strict=True))
+    kinds: list[str | None] = [None, *CONTROLLERS]
+    for kind in kinds:  # warm-up: allocator and kernels
+        _block_seconds(model, batches, optimizer, kind)
+    steps_s: dict[str | None, list[float]] = {kind: [] for kind in kinds}
+    hooks_s: dict[str | None, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(repeats):
+        for kind in kinds:
+            step, hook = _block_seconds(model, batches, optimizer, kind)
+            steps_s[kind].append(step)
+            hooks_s[kind].append(hook)
+    plain_ms = statistics.median(steps_s[None]) * 1e3
+    rows = []
+    for kind in CONTROLLERS:
+        step_ms = statistics.median(steps_s[kind]) * 1e3
+        hooks_ms = statistics.median(hooks_s[kind]) * 1e3
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model_name,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "optimizer": optimizer,
+                "controller": kind,
+                "plain_ms_per_step": round(plain_ms, 3),
+                "controlled_ms_per_step": round(step_ms, 3),
+                "hooks_ms_per_step": round(hooks_ms, 3),
+                "hooks_fraction": round(hooks_ms / plain_ms, 4),
+                "overhead": round(step_ms / plain_ms - 1.0, 4),
+            }
+        )
+    return rows
+
+
+def server_step_ms(model_name: str, dataset: str, repeats: int) -> list[dict[str, Any]]:
+    """Median CPU milliseconds of one server step of each rule on a model-sized update.
+
+    Each rule first takes two steps (so that momentum and the last update exist), then
+    ``repeats`` timed ones on fresh random updates.
+    """
+    config = compose_config([f"dataset={dataset}"])
+    set_seed(0)
+    model = build_model(config.dataset.spec(), model_name)
+    shapes = [p.shape for p in model.parameters()]
+    rows = []
+    for name, make_rule in SERVER_RULES.items():
+        rule = make_rule()
+        updates = [[torch.randn(shape) * 1e-3 for shape in shapes] for _ in range(repeats + 2)]
+        for update in updates[:2]:
+            rule.step(update)
+        seconds = []
+        for update in updates[2:]:
+            start = time.process_time()
+            rule.step(update)
+            seconds.append(time.process_time() - start)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model_name,
+                "rule": name,
+                "server_step_ms": round(statistics.median(seconds) * 1e3, 3),
+            }
+        )
+    return rows
+
+
+def tables(rows: list[dict[str, Any]], server: list[dict[str, Any]]) -> str:
+    """Format the measurements as two markdown tables: client steps, server steps."""
+    lines = [
+        "| model | optimizer | parameters | controller | plain ms/step | hooks ms/step "
+        "| hooks / step | step with hooks ms | end-to-end overhead |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} ({r['dataset']}) | {r['optimizer']} | {r['parameters']:,} "
+        f"| {r['controller']} | {r['plain_ms_per_step']:.2f} | {r['hooks_ms_per_step']:.3f} "
+        f"| {r['hooks_fraction']:.1%} | {r['controlled_ms_per_step']:.2f} "
+        f"| {r['overhead']:+.1%} |"
+        for r in rows
+    ]
+    lines += ["", "| model | server rule | ms per round |", "|---|---|---|"]
+    lines += [
+        f"| {r['model']} ({r['dataset']}) | {r['rule']} | {r['server_step_ms']:.3f} |"
+        for r in server
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the measurements and write the result file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=5, help="blocks of each kind")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = [
+        row
+        for dataset, model in CASES
+        for optimizer in ("sgd", "adam")
+        for row in measure(dataset, model, optimizer, args.steps, args.repeats)
+    ]
+    server = [row for dataset, model in CASES for row in server_step_ms(model, dataset, 20)]
+    payload = {"timer": "process CPU time, 1 thread", "steps_per_block": args.steps}
+    write_result(RESULT, {**payload, "repeats": args.repeats, "runs": rows, "server": server})
+    print(tables(rows, server))
+    print(f"\nwritten: {RESULT}")
+
+
+if __name__ == "__main__":
+    main()
