@@ -28,8 +28,9 @@ GLOBAL_RULES: dict[str, tuple[str, dict[str, Any]] | None] = {
     "none": None,
     "fedhyper_g": ("fedhyper_g", {}),
     "fedhyper_gm": ("fedhyper_gm", {}),
-    # FedHyper-Auto's global LR only: the spread sets the clients' LR.
-    "auto": ("fedhyper_auto", {"local_hyper_lr": 0.0}),
+    # FedHyper-Auto's global LR only: the spread sets the clients' LR. Its signal is the
+    # server's cosine: FedHDET's clients run no step hook to measure the clients' one.
+    "auto": ("fedhyper_auto", {"local_hyper_lr": 0.0, "global_signal": "server"}),
 }
 """``strategy.global_rule`` -> the method whose server rule sets the global LR (at its
 defaults, with ``strategy.global_lr`` and these settings), or ``None`` for FedAvg's step."""

@@ -92,6 +92,15 @@ def test_each_client_trains_at_the_base_lr_times_its_slots_multiplier(tmp_path: 
         assert grid.trained[server_round] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("global_rule", ["fedhyper_g", "fedhyper_gm", "auto"])
+def test_every_global_rule_moves_the_global_lr(global_rule: str, tmp_path: Path) -> None:
+    overrides = ["strategy=fedhdet", f"strategy.global_rule={global_rule}", CLIENTS]
+    run_in_process(config(*overrides, "num_rounds=3"), tmp_path)
+    global_lrs = [row["global_lr"] for row in read_history(tmp_path)]
+    assert global_lrs[0] == 1.0  # no signal before a second update
+    assert global_lrs[-1] != 1.0
+
+
 @pytest.mark.parametrize(
     "settings",
     [
