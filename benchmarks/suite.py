@@ -403,9 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--collect-only", action="store_true", help="collect an existing sweep")
     parser.add_argument(
         "--legs",
-        nargs="+",
-        metavar="LEG",
-        help="run only these of the suite's configs (default: all; see SUITES)",
+        type=lambda value: value.split(","),
+        metavar="LEG[,LEG]",
+        help="run only these of the suite's configs, comma-separated (default: all)",
     )
     parser.add_argument(
         "--add",

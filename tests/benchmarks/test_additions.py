@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.additions import SetupMismatchError, add_sweep
-from benchmarks.suite import check_addition, hydra_commands, planned_setup
+from benchmarks.suite import check_addition, hydra_commands, main, planned_setup
 from benchmarks.tables import table
 
 
@@ -121,3 +121,11 @@ def test_a_mismatched_addition_stops_before_training(tmp_path: Path) -> None:
 def test_legs_restrict_the_commands(tmp_path: Path) -> None:
     commands = hydra_commands("compare", "fashion_mnist", "cpu", tmp_path, ["seed=0"], ["compare"])
     assert [c[4] for c in commands] == ["+suite=compare"]
+
+
+def test_an_unknown_leg_is_one_line_before_training(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "fashion_mnist", "--legs", "compare,nope", "seed=0"])
+    assert "--legs: nope not in suite 'compare' (allowed: compare, compare_normalised)" in (
+        capsys.readouterr().err
+    )
