@@ -56,6 +56,7 @@ WARM_MODULES = (
     "torch",
     "numpy",
     "pyarrow.parquet",
+    "pyarrow.compute",
     "omegaconf",
     "hydra",
     "flwr.app",
