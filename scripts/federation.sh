@@ -268,7 +268,8 @@ keep_warm() {
         --runtime-api-address "127.0.0.1:$((node_port_base + node))" --insecure
         --superexec-auth-secret-file "$(warm_secret "$node")")
     # The launcher stops its ClientApps on SIGTERM; this loop then ends too.
-    trap '[[ -z "$launcher" ]] || kill -TERM "$launcher" 2>/dev/null; wait; exit 0' TERM INT
+    trap 'if [[ -n "$launcher" ]]; then kill -TERM "$launcher" 2>/dev/null || true; fi
+        wait || true; exit 0' TERM INT
     while process_alive "$supernode_pid"; do
         "${command[@]}" &
         launcher=$!

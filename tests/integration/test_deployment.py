@@ -469,20 +469,22 @@ def warm_launchers(federation: Federation) -> dict[str, tuple[int | None, str]]:
     return launchers
 
 
+@pytest.fixture(scope="class")
+def warm_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    # Class-scoped: stopped before the next federation starts.
+    with running_federation(tmp_path_factory.mktemp("warm"), "--warm") as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def warm_run(
+    warm_federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return run_fedhyper(warm_federation, tmp_path_factory.mktemp("fedhyper-warm") / "run")
+
+
 class TestWarmLaunchers:
     """The same FedHyper run with a warm launcher per SuperNode instead of a SuperExec."""
-
-    @pytest.fixture(scope="class")
-    def warm_federation(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-        # Class-scoped: stopped before the next federation starts.
-        with running_federation(tmp_path_factory.mktemp("warm"), "--warm") as running:
-            yield running
-
-    @pytest.fixture(scope="class")
-    def warm_run(
-        self, warm_federation: Federation, tmp_path_factory: pytest.TempPathFactory
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return run_fedhyper(warm_federation, tmp_path_factory.mktemp("fedhyper-warm") / "run")
 
     def test_fedhyper_run_completed_on_both_supernodes(
         self, warm_run: tuple[dict[str, Any], list[dict[str, Any]]]
@@ -512,6 +514,33 @@ class TestWarmLaunchers:
         for pid, line in launchers.values():
             assert pid is not None and alive(pid), line
             assert "restarted 0 times" in line
+
+    def test_a_launcher_without_the_node_secret_is_refused_in_one_line(
+        self,
+        warm_federation: Federation,
+        warm_run: tuple[dict[str, Any], list[dict[str, Any]]],
+        tmp_path: Path,
+    ) -> None:
+        # Only the node's own launcher may take its tasks (and the models in them).
+        (tmp_path / "guess").write_bytes(b"not the secret")
+        command = [sys.executable, "-m", "clients.warm_launcher", "--insecure"]
+        command += ["--runtime-api-address", f"127.0.0.1:{warm_federation.port + 1}"]
+        command += ["--superexec-auth-secret-file", str(tmp_path / "guess")]
+        result = subprocess.run(
+            command,
+            cwd=REPO,
+            env=warm_federation.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        refusal = [line for line in result.stderr.splitlines() if "refused" in line]
+        assert refusal == [
+            f"warm launcher: the SuperNode at 127.0.0.1:{warm_federation.port + 1} refused "
+            "the launcher (HTTP 401); give both the same --superexec-auth-secret-file"
+        ]
 
     def test_a_killed_launcher_is_restarted(
         self, warm_federation: Federation, warm_run: tuple[dict[str, Any], list[dict[str, Any]]]
