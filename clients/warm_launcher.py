@@ -28,6 +28,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -37,8 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
-
-from packaging.version import InvalidVersion, Version
 
 # Flower's internals are imported inside the functions that use them, so that under
 # another Flower release ``main`` can refuse with one line before any of them is needed.
@@ -94,11 +93,8 @@ def flower_version_problem(version: str) -> str | None:
         One line naming the supported release and the one found.
 
     """
-    try:
-        release = Version(version).release
-    except InvalidVersion:
-        release = ()
-    if release[:2] == SUPPORTED_FLOWER:
+    major_minor = re.match(r"(\d+)\.(\d+)\b", version)
+    if major_minor and (int(major_minor[1]), int(major_minor[2])) == SUPPORTED_FLOWER:
         return None
     wanted = ".".join(str(part) for part in SUPPORTED_FLOWER)
     return (

@@ -20,6 +20,7 @@ from clients import warm_launcher
 from clients.warm_launcher import (
     CANNOT_RESTART,
     PROJECT_PACKAGES,
+    READY_LINE,
     flower_version_problem,
     fork_hazards,
     stop_children,
@@ -36,7 +37,7 @@ def test_flower_1_42_releases_are_accepted(version: str) -> None:
     assert flower_version_problem(version) is None
 
 
-@pytest.mark.parametrize("version", ["1.43.0", "1.41.9", "2.42.0", "1.4.2", "nightly"])
+@pytest.mark.parametrize("version", ["1.43.0", "1.41.9", "2.42.0", "1.4.2", "1.420.0", "nightly"])
 def test_any_other_flower_is_refused_in_one_line(version: str) -> None:
     problem = flower_version_problem(version)
     assert problem is not None and "\n" not in problem
@@ -56,6 +57,11 @@ def test_another_flower_stops_the_launcher_with_one_line_and_status_2(
     assert stopped.value.code == CANNOT_RESTART == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warm launcher: the warm launcher was")
+
+
+def test_federation_sh_waits_for_the_line_the_launcher_prints_when_ready() -> None:
+    script = (ROOT / "scripts" / "federation.sh").read_text(encoding="utf-8")
+    assert f'warm_ready_line="{READY_LINE}"' in script
 
 
 def test_the_runtime_api_address_is_required_except_for_the_check() -> None:

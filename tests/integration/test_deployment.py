@@ -31,6 +31,7 @@ import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, local_data
+from clients.warm_launcher import READY_LINE
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
@@ -550,7 +551,7 @@ class TestWarmLaunchers:
         os.kill(killed, signal.SIGKILL)
         log = warm_federation.run_dir / "logs" / "warm-0.log"
         deadline = time.monotonic() + 120
-        while log.read_text().count("warm launcher ready") < 2:
+        while log.read_text().count(READY_LINE) < 2:
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
         pid, line = warm_launchers(warm_federation)["warm-0"]
