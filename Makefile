@@ -47,11 +47,13 @@ lint: $(STAMP)
 
 ## A local Flower federation on loopback: SuperLink + $(NODES) SuperNodes with TLS and
 ## SuperNode authentication, PIDs and logs under .federation/ (docs/deployment.md).
+## WARM=1: a warm launcher per SuperNode (torch imported once, a ClientApp forked per message).
 ## Then: eval "$$(scripts/federation.sh env)"; flwr run . fedhyper-local --stream
 NODES ?= 2
+WARM ?=
 .PHONY: federation-start federation-stop federation-status deployment-cost
 federation-start: $(STAMP)
-	scripts/federation.sh start -n $(NODES)
+	scripts/federation.sh start -n $(NODES) $(if $(WARM),--warm)
 
 federation-stop:
 	scripts/federation.sh stop

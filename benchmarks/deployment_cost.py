@@ -1,7 +1,7 @@
 """Seconds per round: Flower's Deployment Engine on loopback next to its simulation engine.
 
 ``python -m benchmarks.deployment_cost`` runs the same small FedHyper job (Fashion-MNIST,
-2 clients, both trained and evaluated every round) four ways and writes
+2 clients, both trained and evaluated every round) five ways and writes
 ``benchmarks/results/deployment_cost.json``:
 
 * ``simulation``: ``python -m fedhyper`` on the Ray simulation engine, one process;
@@ -10,7 +10,10 @@
   the SuperExec task-polling interval (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) at
   Flower's default of 1 s and at 0.1 s;
 * the 0.1 s deployment once more without federated evaluation, which halves the
-  messages per round.
+  messages per round;
+* the 0.1 s deployment with warm launchers (``federation.sh start --warm``,
+  :mod:`clients.warm_launcher`): torch imported once per SuperNode, a ClientApp forked
+  per message instead of started afresh.
 
 Per-round seconds come from the ``wall_s`` column of each run's ``history.jsonl`` (the
 server's clock), so process start-up before round 1 is reported apart. The cold import
@@ -64,6 +67,8 @@ class Variant:
         SuperExec task-polling interval (deployment only; ``None``: Flower's default).
     federated_evaluation : bool
         Whether clients also evaluate every round (a second message per client).
+    warm : bool
+        Deployment with warm launchers in place of Flower's SuperExecs on the SuperNodes.
 
     """
 
@@ -71,6 +76,7 @@ class Variant:
     engine: str
     poll_interval_s: float | None
     federated_evaluation: bool
+    warm: bool = False
 
 
 VARIANTS = (
@@ -78,6 +84,7 @@ VARIANTS = (
     Variant("deployment, poll 1 s (default)", "deployment", None, True),
     Variant("deployment, poll 0.1 s", "deployment", 0.1, True),
     Variant("deployment, poll 0.1 s, no federated evaluation", "deployment", 0.1, False),
+    Variant("deployment, poll 0.1 s, warm launchers", "deployment", 0.1, True, warm=True),
 )
 
 
@@ -128,7 +135,7 @@ def flwr_json(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 @contextmanager
-def loopback_federation(work: Path, env: dict[str, str]) -> Iterator[float]:
+def loopback_federation(work: Path, env: dict[str, str], warm: bool) -> Iterator[float]:
     """Start a SuperLink and the SuperNodes with ``scripts/federation.sh``; yield start-up s.
 
     ``env["FLWR_HOME"]`` must be ``<work>/federation/flwr/cli``, where the script
@@ -139,6 +146,7 @@ def loopback_federation(work: Path, env: dict[str, str]) -> Iterator[float]:
     command += ["-n", str(NUM_CLIENTS), "--port", str(port), "--node-port-base", str(port + 1)]
     # Stopped with this process, also if it is killed before the `finally` below runs.
     command += ["--owner", str(os.getpid())]
+    command += ["--warm"] if warm else []
     start = time.perf_counter()
     try:
         subprocess.run(command, env=env, check=True, timeout=300)
@@ -148,11 +156,16 @@ def loopback_federation(work: Path, env: dict[str, str]) -> Iterator[float]:
         subprocess.run(stop, env=env, check=False, timeout=120)
 
 
-def run_deployment(work: Path, env: dict[str, str], overrides: list[str]) -> dict[str, Any]:
-    """Run the job on a fresh loopback federation; return timings and the history."""
+def run_deployment(
+    work: Path, env: dict[str, str], overrides: list[str], warm: bool
+) -> dict[str, Any]:
+    """Run the job on a fresh loopback federation; return timings and the history.
+
+    With ``warm``, the SuperNodes run warm launchers; start-up then includes their imports.
+    """
     output_dir = work / "output"
     env = {**env, "FLWR_HOME": str(work / "federation" / "flwr" / "cli")}
-    with loopback_federation(work, env) as startup_s:
+    with loopback_federation(work, env, warm) as startup_s:
         run_config = "strategy='fedhyper' partition='iid' overrides='{}'".format(
             " ".join([*overrides, f"logging.output_dir={output_dir}"])
         )
@@ -285,8 +298,10 @@ def main(argv: list[str] | None = None) -> None:
             variant_env[POLL_ENV] = str(variant.poll_interval_s)
         load_before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="fedhyper-cost-") as work:
-            runner = run_simulation if variant.engine == "simulation" else run_deployment
-            outcome = runner(Path(work), variant_env, overrides)
+            if variant.engine == "simulation":
+                outcome = run_simulation(Path(work), variant_env, overrides)
+            else:
+                outcome = run_deployment(Path(work), variant_env, overrides, variant.warm)
         history = outcome.pop("history")
         runs.append(
             {
@@ -294,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 "engine": variant.engine,
                 POLL_ENV: variant.poll_interval_s,
                 "federated_evaluation": variant.federated_evaluation,
+                "warm_launchers": variant.warm,
                 **round_seconds(history),
                 **outcome,
                 "final_accuracy": round(float(history[-1]["accuracy"]), 4),

@@ -8,6 +8,9 @@
 #   scripts/federation.sh env [--dir D]     print `export FLWR_HOME=...` for the flwr CLI
 #   scripts/federation.sh watch --owner PID [--dir D]
 #                                           stop the federation once process PID has exited
+#   scripts/federation.sh keep-warm --node I [--dir D] [--node-port-base Q]
+#                                           run SuperNode I's warm launcher, restarting it
+#                                           whenever it exits while the SuperNode runs
 #
 # Options of start:
 #   -n N                SuperNodes (default 2)
@@ -25,10 +28,14 @@
 #   --owner PID         the federation lives only as long as process PID (a test runner,
 #                       a benchmark): a watcher (`watch`, DIR/pids/owner-watch.pid) stops it
 #                       within seconds of PID's exit, however PID ended (e.g. a CI time-out)
+#   --warm              SuperNodes run with --isolation process, each with a warm launcher
+#                       (`keep-warm`, DIR/pids/warm-<i>.pid; python -m clients.warm_launcher)
+#                       in place of Flower's SuperExec: torch is imported once per node and
+#                       a ClientApp is forked per message. Needs Flower 1.42.x.
 #
 # After start, `eval "$(scripts/federation.sh env)"` lets `flwr run . fedhyper-local`,
 # `flwr ls fedhyper-local` and `flwr log <run-id> fedhyper-local` reach the SuperLink.
-# Logs: DIR/logs/{superlink,supernode-<i>}.log. ServerApp outputs land in outputs/
+# Logs: DIR/logs/{superlink,supernode-<i>,warm-<i>}.log. ServerApp outputs land in outputs/
 # under the repository root (the SuperLink's working directory).
 set -euo pipefail
 
@@ -43,14 +50,16 @@ data_dirs=""
 gpus=""
 insecure=0
 owner=""
+warm=0
+node=""
 ready_timeout_s="${FEDERATION_READY_TIMEOUT_S:-60}"
 
 die() { echo "federation.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
 
 command="${1:-}"
 case "$command" in
-    start | stop | status | env | watch) shift ;;
+    start | stop | status | env | watch | keep-warm) shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
 esac
@@ -65,6 +74,8 @@ while (($#)); do
         --gpus) gpus="$2"; shift 2 ;;
         --insecure) insecure=1; shift ;;
         --owner) owner="$2"; shift 2 ;;
+        --warm) warm=1; shift ;;
+        --node) node="$2"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -162,7 +173,11 @@ start() {
     done
     local -a node_config
     node_configs
-    rm -rf "$dir/pids" "$dir/flwr"
+    if ((warm)); then
+        # Refuses another Flower release in one line, before anything is started.
+        (cd "$repo" && python -m clients.warm_launcher --check) || exit 1
+    fi
+    rm -rf "$dir/pids" "$dir/flwr" "$dir/secrets"
     mkdir -p "$dir/logs" "$dir/pids"
     # A failed start stops whatever it had started.
     trap stop EXIT
@@ -204,14 +219,67 @@ start() {
             IFS=, read -r -a devices <<<"$gpus"
             gpu_env=(env "CUDA_VISIBLE_DEVICES=${devices[$((i % ${#devices[@]}))]}")
         fi
+        local -a isolation=()
+        if ((warm)); then
+            isolation=(--isolation process --superexec-auth-secret-file "$(warm_secret "$i")")
+        fi
         launch "supernode-$i" "$dir/flwr/supernode-$i" "${gpu_env[@]}" \
             flower-supernode "${node_tls[@]}" "${auth[@]}" --superlink "127.0.0.1:$port" \
-            --port $((node_port_base + i)) --node-config "${node_config[$i]}"
+            --port $((node_port_base + i)) --node-config "${node_config[$i]}" "${isolation[@]}"
+        if ((warm)); then
+            # ClientApps run in the launcher's children: same GPU and FLWR_HOME as the node.
+            launch "warm-$i" "$dir/flwr/supernode-$i" "${gpu_env[@]}" "$repo/scripts/federation.sh" \
+                keep-warm --node "$i" --dir "$dir" --node-port-base "$node_port_base"
+        fi
     done
     wait_until "$num_supernodes SuperNodes online" all_supernodes_online
+    if ((warm)); then wait_until "the warm launchers' imports" all_warm_ready; fi
     trap - EXIT
     echo "Federation up: SuperLink 127.0.0.1:$port, $num_supernodes SuperNodes; logs in $dir/logs"
     echo "Next: eval \"\$(scripts/federation.sh env --dir $dir)\"; flwr run . $connection --stream"
+}
+
+# The secret SuperNode $1 and its warm launcher share (SuperExec authentication): only
+# the launcher may take the node's ClientApp tasks from its Runtime API.
+warm_secret() {
+    local file="$dir/secrets/supernode-$1.secret"
+    if [[ ! -f "$file" ]]; then
+        mkdir -p "$dir/secrets"
+        (umask 077 && head -c 32 /dev/urandom >"$file")
+    fi
+    echo "$file"
+}
+
+warm_ready_line="warm launcher ready"
+all_warm_ready() {
+    local i
+    for ((i = 0; i < num_supernodes; i++)); do
+        grep -q "$warm_ready_line" "$dir/logs/warm-$i.log" 2>/dev/null || return 1
+    done
+}
+
+# Run SuperNode $node's warm launcher while the SuperNode runs, restarting it whenever it
+# exits; exit status 2 means a restart would fail the same way (e.g. another Flower).
+keep_warm() {
+    [[ "$node" =~ ^[0-9]+$ ]] || die "keep-warm needs --node I"
+    local supernode_pid launcher="" status
+    supernode_pid="$(cat "$dir/pids/supernode-$node.pid")"
+    local -a command=(python -m clients.warm_launcher --parent-pid "$supernode_pid"
+        --runtime-api-address "127.0.0.1:$((node_port_base + node))" --insecure
+        --superexec-auth-secret-file "$(warm_secret "$node")")
+    # The launcher stops its ClientApps on SIGTERM; this loop then ends too.
+    trap 'if [[ -n "$launcher" ]]; then kill -TERM "$launcher" 2>/dev/null || true; fi
+        wait || true; exit 0' TERM INT
+    while process_alive "$supernode_pid"; do
+        "${command[@]}" &
+        launcher=$!
+        status=0
+        wait "$launcher" || status=$?
+        ((status != 2)) || die "the warm launcher of supernode-$node cannot run; see above"
+        process_alive "$supernode_pid" || break
+        echo "federation.sh: warm launcher of supernode-$node exited with status $status; restarting in 1 s" >&2
+        sleep 1
+    done
 }
 
 # Every process below PID $1 (SuperExec, ServerApp and ClientApp processes; some run
@@ -242,9 +310,10 @@ stop() {
         if [[ "$pid" != "$$" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
         rm -f "$pid_file"
     fi
-    # SuperNodes first, so that none is left polling a SuperLink that has gone; all are
-    # asked at once (each takes seconds to shut down), then killed if still there.
-    for pid_file in "$dir"/pids/supernode-*.pid "$dir/pids/superlink.pid"; do
+    # Warm launchers and SuperNodes first, so that none is left polling a SuperLink that
+    # has gone; all are asked at once (each takes seconds to shut down), then killed if
+    # still there.
+    for pid_file in "$dir"/pids/warm-*.pid "$dir"/pids/supernode-*.pid "$dir/pids/superlink.pid"; do
         [[ -f "$pid_file" ]] || continue
         pid="$(cat "$pid_file")"
         if kill -0 "$pid" 2>/dev/null; then
@@ -273,13 +342,26 @@ watch() {
     stop
 }
 
+# For a warm-<i> PID file: its launcher (the supervisor's Python child) and restarts.
+warm_details() {
+    [[ "$(basename "$1")" == warm-* ]] || return 0
+    local launcher restarts
+    launcher="$(ps -o pid=,args= --ppid "$(cat "$1")" | awk '/clients.warm_launcher/ {print $1}' || true)"
+    restarts="$(grep -c "restarting in" "$dir/logs/$(basename "$1" .pid).log" || true)"
+    if [[ -n "$launcher" ]]; then
+        echo "; launcher PID $launcher alive; restarted $restarts times"
+    else
+        echo "; launcher not running (restarting); restarted $restarts times"
+    fi
+}
+
 status() {
     local pid_file found=0
     for pid_file in "$dir"/pids/*.pid; do
         [[ -f "$pid_file" ]] || continue
         found=1
         if is_running "$pid_file"; then
-            echo "$(basename "$pid_file" .pid): running (PID $(cat "$pid_file"))"
+            echo "$(basename "$pid_file" .pid): running (PID $(cat "$pid_file"))$(warm_details "$pid_file")"
         else
             echo "$(basename "$pid_file" .pid): not running (log: $dir/logs/$(basename "$pid_file" .pid).log)"
         fi
@@ -296,4 +378,5 @@ case "$command" in
     status) status ;;
     env) echo "export FLWR_HOME=\"$cli_home\"" ;;
     watch) watch ;;
+    keep-warm) keep_warm ;;
 esac

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, local_data
+from clients.warm_launcher import READY_LINE
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
@@ -220,9 +222,12 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("deployment")
+@contextlib.contextmanager
+def running_federation(root: Path, *options: str) -> Iterator[Federation]:
+    """Start a federation on loopback in ``root`` (its data, state and logs); stop it after.
+
+    Every process it started must be gone once ``federation.sh stop`` has run.
+    """
     node_dirs, start = [], 0
     for i, rows in enumerate(NODE_ROWS):
         node_dirs.append(make_node_data(root / f"node-{i}-data", start, rows))
@@ -236,14 +241,16 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         start_cmd = [str(SCRIPT), "start", "--dir", str(run_dir), "-n", str(len(NODE_ROWS))]
         start_cmd += ["--owner", str(os.getpid())]
         start_cmd += ["--port", str(port), "--node-port-base", str(port + 1)]
-        start_cmd += ["--data-dirs", ",".join(str(d) for d in node_dirs)]
+        start_cmd += ["--data-dirs", ",".join(str(d) for d in node_dirs), *options]
         result = subprocess.run(
             start_cmd, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         pid_files = sorted((run_dir / "pids").glob("*.pid"))
         started = {int(f.read_text()) for f in pid_files}
         assert result.returncode == 0, result.stdout + result.stderr
-        assert len(pid_files) == 2 + len(NODE_ROWS)  # with the owner watcher
+        # With the owner watcher, and a warm launcher per SuperNode with --warm.
+        per_node = 2 if "--warm" in options else 1
+        assert len(pid_files) == 2 + per_node * len(NODE_ROWS)
         yield Federation(run_dir, port, env)
     finally:
         tree = process_tree(sorted(started))
@@ -256,6 +263,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         assert not survivors, f"federation.sh stop left processes {survivors}"
 
 
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with running_federation(tmp_path_factory.mktemp("deployment")) as running:
+        yield running
+
+
 RUNNER = """
 import os, subprocess, sys, time
 subprocess.run([*sys.argv[1:], "--owner", str(os.getpid())], check=True, capture_output=True)
@@ -265,9 +278,13 @@ time.sleep(600)
 """A test runner: starts a federation it owns, then waits to be killed."""
 
 
-def test_a_killed_runner_leaves_no_process_of_its_federation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launchers", [[], ["--warm"]], ids=["superexec", "warm"])
+def test_a_killed_runner_leaves_no_process_of_its_federation(
+    tmp_path: Path, launchers: list[str]
+) -> None:
     run_dir, port = tmp_path / "federation", free_port_block(2)
     start_cmd = [str(SCRIPT), "start", "--insecure", "--dir", str(run_dir), "-n", "1"]
+    start_cmd += launchers
     start_cmd += ["--port", str(port), "--node-port-base", str(port + 1)]
     env = federation_env(run_dir, tmp_path / "cache")
     runner = subprocess.Popen(
@@ -277,7 +294,8 @@ def test_a_killed_runner_leaves_no_process_of_its_federation(tmp_path: Path) -> 
     try:
         assert runner.stdout is not None and runner.stdout.readline() == "up\n"
         started = [int(f.read_text()) for f in (run_dir / "pids").glob("*.pid")]
-        # The SuperLink, the SuperNode, the watcher and the SuperExecs the two started.
+        # The SuperLink, the SuperNode, the watcher and the SuperExecs the two started (or,
+        # warm, the SuperLink's SuperExec, the launcher and the loop that restarts it).
         deadline = time.monotonic() + 30
         while len(tree := process_tree(started)) < 5 and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -353,11 +371,10 @@ def wait_until_finished(federation: Federation, run_id: str) -> dict[str, Any]:
         time.sleep(3)
 
 
-@pytest.fixture(scope="module")
-def fedhyper_run(
-    federation: Federation, tmp_path_factory: pytest.TempPathFactory
+def run_fedhyper(
+    federation: Federation, output_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    output_dir = tmp_path_factory.mktemp("fedhyper-deployed") / "run"
+    """Run FedHyper on the federation; return its ``flwr ls`` entry and its history."""
     overrides = f"{RUN_OVERRIDES} logging.output_dir={output_dir}"
     run_config = f"strategy='fedhyper' partition='iid' overrides='{overrides}'"
     submitted = federation.flwr_json("run", ".", CONNECTION, "--run-config", run_config)
@@ -367,6 +384,13 @@ def fedhyper_run(
         log = federation.flwr("log", run_id, CONNECTION, "--show").stdout
         pytest.fail(f"run {run_id} ended as {run['status']}: {run.get('status-details')}\n{log}")
     return run, read_history(output_dir)
+
+
+@pytest.fixture(scope="module")
+def fedhyper_run(
+    federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return run_fedhyper(federation, tmp_path_factory.mktemp("fedhyper-deployed") / "run")
 
 
 def test_a_node_without_cuda_fails_the_run_in_one_line(
@@ -423,3 +447,113 @@ def test_deployed_clients_adapt_their_lr_with_fedhyper_cl(
         # CL moved the LR within the round, by at most +10 % per step: steps 2 to
         # MAX_STEPS - 1 each set the LR of the next step (step 1 is not counted).
         assert lr * 0.1 <= low < high <= lr * 1.1 ** (MAX_STEPS - 2) + 1e-12
+
+
+# --- warm launchers (federation.sh start --warm) ----------------------------------------
+
+
+def warm_launchers(federation: Federation) -> dict[str, tuple[int | None, str]]:
+    """Each warm-<i> line of ``federation.sh status``: its launcher's PID (if alive), the line."""
+    status = subprocess.run(
+        [str(SCRIPT), "status", "--dir", str(federation.run_dir)],
+        env=federation.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    launchers: dict[str, tuple[int | None, str]] = {}
+    for line in status.splitlines():
+        if line.startswith("warm-"):
+            alive_pid = re.search(r"launcher PID (\d+) alive", line)
+            launchers[line.split(":")[0]] = (int(alive_pid[1]) if alive_pid else None, line)
+    return launchers
+
+
+@pytest.fixture(scope="class")
+def warm_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    # Class-scoped: stopped before the next federation starts.
+    with running_federation(tmp_path_factory.mktemp("warm"), "--warm") as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def warm_run(
+    warm_federation: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return run_fedhyper(warm_federation, tmp_path_factory.mktemp("fedhyper-warm") / "run")
+
+
+class TestWarmLaunchers:
+    """The same FedHyper run with a warm launcher per SuperNode instead of a SuperExec."""
+
+    def test_fedhyper_run_completed_on_both_supernodes(
+        self, warm_run: tuple[dict[str, Any], list[dict[str, Any]]]
+    ) -> None:
+        run, history = warm_run
+        assert run["status"] == "finished:completed"
+        assert [row["round"] for row in history] == list(range(1, ROUNDS + 1))
+        assert all(row["clients"] == len(NODE_ROWS) and row["failures"] == 0 for row in history)
+
+    def test_the_launchers_not_a_superexec_ran_the_client_apps(
+        self,
+        warm_federation: Federation,
+        warm_run: tuple[dict[str, Any], list[dict[str, Any]]],
+    ) -> None:
+        pids = warm_federation.run_dir / "pids"
+        for i in range(len(NODE_ROWS)):
+            supernode = int((pids / f"supernode-{i}.pid").read_text())
+            assert process_tree([supernode]) == {supernode}  # --isolation process
+            log = (warm_federation.run_dir / "logs" / f"warm-{i}.log").read_text()
+            assert "Successfully installed fedhyper" in log  # a child unpacked the app
+
+    def test_status_shows_a_live_launcher_per_supernode(
+        self, warm_federation: Federation, warm_run: tuple[dict[str, Any], list[dict[str, Any]]]
+    ) -> None:
+        launchers = warm_launchers(warm_federation)
+        assert sorted(launchers) == [f"warm-{i}" for i in range(len(NODE_ROWS))]
+        for pid, line in launchers.values():
+            assert pid is not None and alive(pid), line
+            assert "restarted 0 times" in line
+
+    def test_a_launcher_without_the_node_secret_is_refused_in_one_line(
+        self,
+        warm_federation: Federation,
+        warm_run: tuple[dict[str, Any], list[dict[str, Any]]],
+        tmp_path: Path,
+    ) -> None:
+        # Only the node's own launcher may take its tasks (and the models in them).
+        (tmp_path / "guess").write_bytes(b"not the secret")
+        command = [sys.executable, "-m", "clients.warm_launcher", "--insecure"]
+        command += ["--runtime-api-address", f"127.0.0.1:{warm_federation.port + 1}"]
+        command += ["--superexec-auth-secret-file", str(tmp_path / "guess")]
+        result = subprocess.run(
+            command,
+            cwd=REPO,
+            env=warm_federation.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        refusal = [line for line in result.stderr.splitlines() if "refused" in line]
+        assert refusal == [
+            f"warm launcher: the SuperNode at 127.0.0.1:{warm_federation.port + 1} refused "
+            "the launcher (HTTP 401); give both the same --superexec-auth-secret-file"
+        ]
+
+    def test_a_killed_launcher_is_restarted(
+        self, warm_federation: Federation, warm_run: tuple[dict[str, Any], list[dict[str, Any]]]
+    ) -> None:
+        killed, _ = warm_launchers(warm_federation)["warm-0"]
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        log = warm_federation.run_dir / "logs" / "warm-0.log"
+        deadline = time.monotonic() + 120
+        while log.read_text().count(READY_LINE) < 2:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        pid, line = warm_launchers(warm_federation)["warm-0"]
+        assert pid is not None and pid != killed and alive(pid), line
+        assert "restarted 1 times" in line
