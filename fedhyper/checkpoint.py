@@ -2,14 +2,11 @@
 
 A checkpoint holds everything the rounds after it depend on: the global model, the
 strategy's full state (learning rates, accumulators, Δ_{t−1}, momentum, server-optimiser
-moments), the random generators of the server process, the round number and the
-history so far. It is written atomically (:mod:`fedhyper.atomic`), so a run killed at
-any instant leaves the last complete checkpoint loadable, and it is read with
-``torch.load(weights_only=True)``: loading a checkpoint never executes code.
-
-Client-side state is not in it: in simulation the clients keep none between rounds,
-except FedHyper-CL's carried multiplier (``client.rule.carry``), which lives in each
-SuperNode's context and restarts at 1 in a resumed run.
+moments), what each client's rule kept after its last training (FedHyper-CL's carried
+multiplier, ``client.rule.carry``), the random generators of the server process, the
+round number and the history so far. It is written atomically (:mod:`fedhyper.atomic`),
+so a run killed at any instant leaves the last complete checkpoint loadable, and it is
+read with ``torch.load(weights_only=True)``: loading a checkpoint never executes code.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +67,10 @@ class Checkpoint:
         The server process's random generators (:func:`capture_rng`).
     history : list of dict
         The history rows of rounds 1 to ``server_round``.
+    client_rule_states : dict of int to dict of str to float, or None
+        By client id, what the client's rule kept after its last training (empty for
+        a rule that keeps nothing); ``None`` in a checkpoint written before they were
+        saved.
 
     """
 
@@ -78,6 +79,7 @@ class Checkpoint:
     strategy: dict[str, Any]
     rng: dict[str, Any]
     history: list[dict[str, Any]]
+    client_rule_states: dict[int, dict[str, float]] | None = field(default_factory=dict)
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
@@ -106,6 +108,7 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         "strategy": checkpoint.strategy,
         "rng": checkpoint.rng,
         "history": checkpoint.history,
+        "client_rule_states": checkpoint.client_rule_states,
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
@@ -160,6 +163,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         strategy=payload["strategy"],
         rng=payload["rng"],
         history=list(payload["history"]),
+        client_rule_states=payload.get("client_rule_states"),
     )
 
 

@@ -89,7 +89,8 @@ class Checkpoints(RoundCallback):
     """Save a checkpoint every ``reliability.checkpoint_every`` rounds and after the last.
 
     It holds everything a resumed run needs to continue bit for bit: the global model,
-    the strategy's state, the random generators and the history including this round.
+    the strategy's state, the client rules' state, the random generators and the history
+    including this round.
     """
 
     def after_round(self, run: RunContext, record: RoundRecord) -> bool:
@@ -104,6 +105,7 @@ class Checkpoints(RoundCallback):
                     strategy=strategy_state(run.strategy),
                     rng=capture_rng(),
                     history=[*run.history, record.row.as_dict()],
+                    client_rule_states=record.client_rule_states,
                 ),
             )
         return False

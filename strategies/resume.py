@@ -1,4 +1,4 @@
-"""Resuming a run: the strategy's state and the generators, back from its checkpoint."""
+"""Resuming a run: the strategy's and client rules' state, the generators, from a checkpoint."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def restore(
     strategy: Strategy,
     model: torch.nn.Module,
     run_dir: Path,
-) -> ArrayRecord:
+) -> tuple[ArrayRecord, dict[int, dict[str, float]]]:
     """Put the strategy and the random generators back where the checkpoint left them.
 
     Parameters
@@ -43,6 +43,9 @@ def restore(
     -------
     ArrayRecord
         The global model after the checkpoint's round.
+    dict of int to dict of str to float
+        By client id, what the client's rule kept after its last training; empty for a
+        checkpoint written before client rules' state was saved.
 
     Raises
     ------
@@ -66,9 +69,10 @@ def restore(
         ) from None
     restore_rng(checkpoint.rng)
     LOGGER.info("resuming %s after round %d", run_dir, checkpoint.server_round)
-    if config.client.rule.keeps_node_state():
+    if checkpoint.client_rule_states is None and config.client.rule.keeps_node_state():
         LOGGER.warning(
-            "resuming with client rule %s: its per-client state is not checkpointed and restarts",
+            "resuming with client rule %s from a checkpoint without its per-client state "
+            "(written by an older version): that state restarts",
             config.client.rule.name,
         )
-    return ArrayRecord(checkpoint.arrays)
+    return ArrayRecord(checkpoint.arrays), checkpoint.client_rule_states or {}

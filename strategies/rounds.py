@@ -12,7 +12,7 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -52,11 +52,15 @@ class RoundRecord:
         The global model after the round.
     row : RoundRow
         Its figures; callbacks complete them.
+    client_rule_states : dict of int to dict of str to float
+        By client id, what the client's rule kept after its last training, this round's
+        included.
 
     """
 
     arrays: ArrayRecord
     row: RoundRow
+    client_rule_states: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +126,9 @@ class RoundRunner:
         Keys of the trainable floating-point parameters.
     spec : ArraySpec
         The model's keys, shapes and dtypes.
+    client_rule_states : dict of int to dict of str to float or None
+        By client id, what the client's rule kept after its last training before the
+        first round run here (a resumed run's, from its checkpoint); ``None`` for none.
 
     """
 
@@ -131,10 +138,16 @@ class RoundRunner:
     directory: ClientDirectory
     trainable_keys: list[str]
     spec: ArraySpec
+    client_rule_states: InitVar[dict[int, dict[str, float]] | None] = None
     multiplexer: Multiplexer = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.multiplexer = Multiplexer(self.grid, self.directory, self.config.simulation)
+    def __post_init__(self, client_rule_states: dict[int, dict[str, float]] | None) -> None:
+        self.multiplexer = Multiplexer(
+            self.grid,
+            self.directory,
+            self.config.simulation,
+            rule_states=dict(client_rule_states or {}),
+        )
 
     def run(self, server_round: int, arrays: ArrayRecord) -> RoundRecord:
         """One round: train and aggregate, then evaluate on the clients.
@@ -180,7 +193,8 @@ class RoundRunner:
             rejected=trained.attempts.rejected,
             retries=trained.attempts.retries,
         )
-        return RoundRecord(arrays=trained.arrays, row=row)
+        states = dict(self.multiplexer.rule_states)
+        return RoundRecord(arrays=trained.arrays, row=row, client_rule_states=states)
 
     def _train(self, server_round: int, arrays: ArrayRecord) -> _Trained:
         """Train until enough usable replies arrive, then aggregate them.

@@ -112,8 +112,9 @@ def run_federation(
     trainable_keys = trainable_float_keys(model)
     strategy = build_strategy(config, trainable_keys)
     run = RunContext(config, run_dir, model, strategy, history=[])
+    client_rule_states: dict[int, dict[str, float]] = {}
     if checkpoint is not None:
-        arrays = restore(checkpoint, config, strategy, model, run_dir)
+        arrays, client_rule_states = restore(checkpoint, config, strategy, model, run_dir)
         run.history = checkpoint.history
     rounds = RoundRunner(
         grid,
@@ -122,6 +123,7 @@ def run_federation(
         directory,
         trainable_keys,
         array_spec(ArrayRecord(model.state_dict())),
+        client_rule_states,
     )
     callbacks = default_callbacks() if callbacks is None else callbacks
     with ExitStack() as started:

@@ -8,6 +8,8 @@ run uses, so the history is checked number for number.
 from __future__ import annotations
 
 import itertools
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app as client_app
-from fedhyper.checkpoint import load_checkpoint, resume_experiment
+from fedhyper.checkpoint import CHECKPOINT_FILE, load_checkpoint, resume_experiment
 from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.faults import POISON_KINDS, Fault, FaultPlan
@@ -92,6 +94,53 @@ def test_resume_continues_exactly_where_the_run_stopped(
     # wall_s keeps counting across the interruption.
     walls = [row["wall_s"] for row in read_history(interrupted)]
     assert walls == sorted(walls)
+
+
+# FedHyper-CL carrying each client's multiplier, four clients so that clients trained
+# before the interruption train again after it.
+CARRIED = ("strategy=fedhyper", "client.rule.carry=true", "partition.num_clients=4")
+
+
+def _resume(run_dir: Path, num_rounds: int) -> ExperimentConfig:
+    requested = compose_config([f"resume={run_dir}", f"num_rounds={num_rounds}"])
+    return resume_experiment(requested, ["resume", "num_rounds"])
+
+
+def test_resume_gives_each_client_back_its_carried_rule_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    straight, interrupted, old = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "old"
+    run_in_process(config(*CARRIED, "num_rounds=4"), straight)
+    run_in_process(config(*CARRIED, "num_rounds=2"), interrupted)
+    cfg = config(*CARRIED)
+    before, after = (
+        {c for r in rounds for c in sample_clients(cfg.seed, r, 0, Purpose.TRAIN, 4, 2)}
+        for rounds in ((1, 2), (3, 4))
+    )
+    assert before & after, "a client must train on both sides of the interruption"
+    saved = load_checkpoint(interrupted).client_rule_states
+    assert saved is not None and saved.keys() == before
+    # Round 1 has no Δ_{t−1} to move the multiplier; round 2 moves it.
+    assert any(state["multiplier"] != 1.0 for state in saved.values())
+    shutil.copytree(interrupted, old)
+
+    run_in_process(_resume(interrupted, 4), interrupted)
+    assert same_weights(straight, interrupted)
+    assert comparable(read_history(interrupted)) == comparable(read_history(straight))
+    assert (
+        load_checkpoint(interrupted).client_rule_states
+        == load_checkpoint(straight).client_rule_states
+    )
+
+    # A checkpoint written before the states were saved resumes, the states restarted.
+    checkpoint = torch.load(old / CHECKPOINT_FILE, weights_only=True)
+    del checkpoint["client_rule_states"]
+    torch.save(checkpoint, old / CHECKPOINT_FILE)
+    with caplog.at_level(logging.WARNING, logger="fedhyper"):
+        run_in_process(_resume(old, 4), old)
+    assert "without its per-client state" in caplog.text
+    assert [row["round"] for row in read_history(old)] == [1, 2, 3, 4]
+    assert not same_weights(straight, old)
 
 
 def test_crashed_clients_are_retried_and_the_rule_sees_only_completed_rounds(
