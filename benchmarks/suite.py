@@ -28,8 +28,7 @@ provenance then comes from the ``suite.json`` the training wrote there. ``--add`
 the sweep to the existing result file instead of replacing it (:mod:`benchmarks.additions`):
 ``python -m benchmarks.suite compare --dataset fashion_mnist --legs compare --add
 strategy=fedhyper_auto`` adds one strategy to a finished suite (``--legs`` runs only the
-named legs); a setup that differs from the file's stops it
-before training.
+named legs); a setup that differs from the file's stops it before training.
 """
 
 from __future__ import annotations
@@ -255,8 +254,21 @@ def run_record(run: Run) -> dict[str, Any]:
     }
 
 
-def setup_of(c: Any) -> dict[str, Any]:
-    """Describe the shared setup of a suite from one of its runs' configuration."""
+def setup_of(config: Any) -> dict[str, Any]:
+    """Describe the shared setup of a suite from one of its runs' configuration.
+
+    Parameters
+    ----------
+    config : DictConfig
+        A run's saved ``config.yaml``, or a composed experiment as an OmegaConf node.
+
+    Returns
+    -------
+    dict
+        The fields every run of a suite shares (model, partition, client, budget).
+
+    """
+    c = config
     return {
         "num_rounds": int(c.num_rounds),
         "target_accuracy": float(c.target_accuracy),
