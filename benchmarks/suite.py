@@ -268,23 +268,22 @@ def setup_of(config: Any) -> dict[str, Any]:
         The fields every run of a suite shares (model, partition, client, budget).
 
     """
-    c = config
     return {
-        "num_rounds": int(c.num_rounds),
-        "target_accuracy": float(c.target_accuracy),
-        "model": str(c.model.name),
-        "hidden_size": int(c.model.hidden_size),
-        "partition": str(c.partition.kind),
-        "alpha": float(c.partition.alpha),
-        "num_clients": int(c.partition.num_clients),
-        "clients_per_round": int(c.strategy.clients_per_round),
-        "optimizer": str(c.client.optimizer),
-        "momentum": float(c.client.momentum),
-        "local_epochs": int(c.client.local_epochs),
-        "batch_size": int(c.client.batch_size),
-        "max_steps": int(c.client.max_steps),
-        "test_examples": int(c.dataset.test_examples),
-        "weighted": bool(c.strategy.weighted),
+        "num_rounds": int(config.num_rounds),
+        "target_accuracy": float(config.target_accuracy),
+        "model": str(config.model.name),
+        "hidden_size": int(config.model.hidden_size),
+        "partition": str(config.partition.kind),
+        "alpha": float(config.partition.alpha),
+        "num_clients": int(config.partition.num_clients),
+        "clients_per_round": int(config.strategy.clients_per_round),
+        "optimizer": str(config.client.optimizer),
+        "momentum": float(config.client.momentum),
+        "local_epochs": int(config.client.local_epochs),
+        "batch_size": int(config.client.batch_size),
+        "max_steps": int(config.client.max_steps),
+        "test_examples": int(config.dataset.test_examples),
+        "weighted": bool(config.strategy.weighted),
     }
 
 
