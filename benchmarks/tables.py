@@ -453,7 +453,8 @@ def _addition_lines(data: dict[str, Any]) -> list[str]:
     counts = [sum(run.get("addition") == k for run in data["runs"]) for k in range(len(additions))]
     return [
         *(
-            f"Added ({count} runs): `{sweep['command']}`, {sweep['machine']}, {sweep['date']}  "
+            f"Added ({count} run{'' if count == 1 else 's'}): `{sweep['command']}`, "
+            f"{sweep['machine']}, {sweep['date']}  "
             for sweep, count in zip(additions, counts, strict=True)
         ),
         *([""] if additions else []),

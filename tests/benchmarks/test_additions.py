@@ -78,7 +78,7 @@ def test_the_table_names_each_added_sweep_and_its_runs() -> None:
     original = {**ORIGINAL, "setup": setup}
     later = {**_sweep("c2", "2026-01-02", [_run("fedhyper_auto", 0.8)]), "setup": setup}
     text = table(add_sweep(original, later))
-    assert "Added (1 runs): `c2`, m, 2026-01-02" in text
+    assert "Added (1 run): `c2`, m, 2026-01-02" in text
     assert "fedhyper_auto" in text
 
 
