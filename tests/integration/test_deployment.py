@@ -10,8 +10,8 @@ process the federation started is ended by PID, also when a test fails.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, local_data
-from clients.warm_launcher import READY_LINE
+from clients.warm_launcher import READY_LINE, die_with_parent
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
@@ -213,15 +213,6 @@ def federation_env(run_dir: Path, cache: Path) -> dict[str, str]:
     }
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` of a Flower process a test starts: SIGKILL when the test process dies.
-
-    The process's own SuperExec child follows it (Flower's parent monitor).
-    """
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 @contextlib.contextmanager
 def running_federation(root: Path, *options: str) -> Iterator[Federation]:
     """Start a federation on loopback in ``root`` (its data, state and logs); stop it after.
@@ -341,7 +332,8 @@ def test_unregistered_supernodes_are_refused(federation: Federation) -> None:
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=die_with_parent,
+                    # SIGKILL when the test dies; its SuperExec follows (Flower's parent watch).
+                    preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),
                 )
         # No retry limit was set: a refusal must end the SuperNode, not leave it knocking.
         returncodes = {name: process.wait(timeout=60) for name, process in processes.items()}
