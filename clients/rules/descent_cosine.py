@@ -8,16 +8,40 @@ sends the step it applied last round, the rule also reports the global LR's cosi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from fedhyper.checks import one_of
 from fedhyper.client_rules import ClientRuleSpec, RuleInputs, register_client_rule
 from fedhyper.config import ClientRuleConfig
-from fedhyper.rules.descent_cosine import DescentCosine
+from fedhyper.rules.descent_cosine import HORIZONS, DescentCosine
 
 NAME = "descent_cosine"
 
 
-def _build(settings: ClientRuleConfig, inputs: RuleInputs) -> DescentCosine:
-    return DescentCosine(inputs.parameters, inputs.previous_delta)
+@dataclass
+class DescentCosineSettings(ClientRuleConfig):
+    """What the clients measure.
+
+    Attributes
+    ----------
+    horizon : str
+        ``step``: each gradient against the previous local step; ``round``: against
+        the round's displacement so far (:mod:`fedhyper.rules.descent_cosine`).
+
+    """
+
+    name: str = NAME
+    horizon: str = "step"
 
 
-# No settings beyond the name: the rule only measures.
-DESCENT_COSINE = register_client_rule(ClientRuleSpec(NAME, ClientRuleConfig, _build))
+def _check(settings: DescentCosineSettings) -> None:
+    one_of("client.rule.horizon", settings.horizon, HORIZONS)
+
+
+def _build(settings: DescentCosineSettings, inputs: RuleInputs) -> DescentCosine:
+    return DescentCosine(inputs.parameters, inputs.previous_delta, horizon=settings.horizon)
+
+
+DESCENT_COSINE = register_client_rule(
+    ClientRuleSpec(NAME, DescentCosineSettings, _build, check=_check)
+)

@@ -9,7 +9,22 @@ et al. 2018, for SGD and Adam alike). Its normalised form, the *descent cosine*
 
 is positive while the last step still points downhill (the LR is too small) and
 negative when it overshot (too large), whatever the model size, the optimiser or the
-LR's scale. A client measures it at every step and reports the round's mean; the server
+LR's scale. Greedy in one step, it carries the short-horizon bias of hypergradient
+descent (Wu et al. 2018): along the sharp directions a step that overshoots a little
+already turns it negative, so it settles below the LR that is best over many steps.
+
+The *round* horizon measures instead
+
+.. math:: r_k = \cos(-g_k,\ \theta_k - \theta_0),
+
+the gradient against the round's displacement so far. Every optimiser's displacement
+after :math:`k` steps at a constant LR is, to first order, proportional to :math:`\eta`,
+so :math:`r_k` is the normalised hypergradient of :math:`f_k(\theta_k)` with respect to
+the LR held over the whole round, and its mean over the round that of the mean
+training loss along the round's trajectory. Oscillation across a sharp valley cancels
+in the displacement, so it does not pull a good LR down.
+
+A client measures the chosen cosine at every step and reports the round's mean; the server
 (:class:`~fedhyper.rules.auto.AutoLR`) turns that into the next round's LR. The LR is
 not changed within the round.
 
@@ -29,7 +44,10 @@ from torch import Tensor
 from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT, bounded_cosine
 from fedhyper.rules.vector import sum_float64, zeros_like_list
 
-__all__ = ["DescentCosine"]
+__all__ = ["HORIZONS", "DescentCosine"]
+
+HORIZONS = ("step", "round")
+"""What the gradient is compared with: the last step, or the round's displacement so far."""
 
 
 class DescentCosine:
@@ -38,11 +56,12 @@ class DescentCosine:
     Plugs into :func:`fedhyper.training.train_local`; it reads the gradients right
     before each step and the parameters around it, and changes nothing. The first step
     of a round has no previous step and is not counted; steps across local epochs are.
-    A step whose gradient or previous step is zero (or not finite) counts as 0.
-    With ``server_step``, the first step's gradient also gives the global cosine
-    :math:`\cos(-g_1, d_{t-1})` (0 when either is zero).
+    A step whose gradient or previous step (or displacement) is zero (or not finite)
+    counts as 0. With ``server_step``, the first step's gradient also gives the global
+    cosine :math:`\cos(-g_1, d_{t-1})` (0 when either is zero).
 
-    Memory: one parameter-sized buffer (the previous step, negated), and
+    Memory: one parameter-sized buffer (the previous step, negated) with the ``step``
+    horizon, two (:math:`\theta_0` and the displacement) with ``round``; and
     :math:`d_{t-1}` when given.
 
     Parameters
@@ -51,15 +70,28 @@ class DescentCosine:
         The trainable parameters the optimiser steps.
     server_step
         :math:`d_{t-1}`, matching ``params``, or ``None``.
+    horizon
+        ``"step"`` (:math:`c_k`) or ``"round"`` (:math:`r_k`); see the module.
+
+    Raises
+    ------
+    ValueError
+        With no parameters, a ``server_step`` of other shapes, or an unknown horizon.
 
     """
 
     def __init__(
-        self, params: Sequence[Tensor], server_step: Sequence[Tensor] | None = None
+        self,
+        params: Sequence[Tensor],
+        server_step: Sequence[Tensor] | None = None,
+        horizon: str = "step",
     ) -> None:
         self._params = list(params)
         if not self._params:
             raise ValueError("DescentCosine needs at least one parameter")
+        if horizon not in HORIZONS:
+            raise ValueError(f"horizon must be one of {HORIZONS}, got {horizon!r}")
+        self.horizon = horizon
         if server_step is not None and [d.shape for d in server_step] != [
             p.shape for p in self._params
         ]:
@@ -74,8 +106,10 @@ class DescentCosine:
             ]
         )
         self._global: float | None = None
-        # Before a step: theta_{k-1} - theta_k = -s_{k-1}; then a snapshot of theta_k.
+        # Step horizon: before a step theta_{k-1} - theta_k = -s_{k-1}, then a snapshot
+        # of theta_k. Round horizon: theta_0 - theta_k, recomputed from the origin.
         self._buffer = zeros_like_list(self._params)
+        self._origin = zeros_like_list(self._params) if horizon == "round" else None
         self._has_step = False
         self._sum = 0.0
         self._count = 0
@@ -99,23 +133,30 @@ class DescentCosine:
         """Nothing to do: the previous step carries over from the last epoch."""
 
     def before_step(self) -> None:
-        r"""Add :math:`\cos(-g_k, s_{k-1})`, then snapshot :math:`\theta_k`."""
+        r"""Add this step's cosine; snapshot :math:`\theta_k` (``step``) or :math:`\theta_0`."""
         with torch.no_grad():
             grads = [
                 torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in self._params
             ]
             if self._has_step:
-                # <-g, s> = <g, -s>; the buffer holds -s.
+                if self._origin is not None:
+                    torch._foreach_copy_(self._buffer, self._origin)
+                    torch._foreach_sub_(self._buffer, self._params)
+                # <-g, s> = <g, -s>; the buffer holds -s (or theta_0 - theta_k).
                 self._sum += _cosine(grads, self._buffer)
                 self._count += 1
             elif self._server_step is not None:
                 self._global = -_cosine(grads, self._server_step)
-            torch._foreach_copy_(self._buffer, self._params)
+            if self._origin is None:
+                torch._foreach_copy_(self._buffer, self._params)
+            elif not self._has_step:
+                torch._foreach_copy_(self._origin, self._params)
 
     def after_step(self) -> None:
-        r"""Turn the snapshot into :math:`-s_k = \theta_k - \theta_{k+1}`."""
-        with torch.no_grad():
-            torch._foreach_sub_(self._buffer, self._params)
+        r"""Turn the snapshot into :math:`-s_k = \theta_k - \theta_{k+1}` (``step``)."""
+        if self._origin is None:
+            with torch.no_grad():
+                torch._foreach_sub_(self._buffer, self._params)
         self._has_step = True
 
     def report(self) -> dict[str, float]:

@@ -278,6 +278,25 @@ def test_descent_cosine_by_hand() -> None:
     assert meter.global_cosine is None
 
 
+def test_round_horizon_by_hand() -> None:
+    """Each gradient against the displacement from theta_0, not against the last step."""
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    meter = DescentCosine([weight], horizon="round")
+    # Same gradients as above: theta_1 = [-1, 0], theta_2 = [-2, -1].
+    # cos(-g2, theta_1) = cos([-1, -1], [-1, 0]) = 1/sqrt(2);
+    # cos(-g3, theta_2) = cos([1, -1], [-2, -1]) = -1/sqrt(10) (the step horizon says 0).
+    for grad in ([1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]):
+        weight.grad = torch.tensor(grad)
+        meter.before_step()
+        optimizer.step()
+        meter.after_step()
+    assert meter.count == 2
+    assert meter.mean == pytest.approx((ROOT_HALF - 10**-0.5) / 2)
+    with pytest.raises(ValueError, match="horizon"):
+        DescentCosine([weight], horizon="epoch")
+
+
 def test_the_global_cosine_by_hand() -> None:
     """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
     weight = torch.zeros(2, requires_grad=True)
@@ -298,8 +317,9 @@ def test_the_global_cosine_by_hand() -> None:
         DescentCosine([weight], [torch.zeros(3)])
 
 
+@pytest.mark.parametrize("horizon", ["step", "round"])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str) -> None:
+def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str, horizon: str) -> None:
     """On one full batch, a tiny LR keeps descending (cos > 0); a huge one overshoots.
 
     Random labels give the loss a finite minimum: on separable data the gradient keeps
@@ -319,7 +339,7 @@ def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str) -> None
             if optimizer_name == "sgd"
             else torch.optim.Adam(params, lr=lr / 10)
         )
-        meter = DescentCosine(params)
+        meter = DescentCosine(params, horizon=horizon)
         train_local(
             model,
             [(inputs, targets)] * 20,
