@@ -27,19 +27,29 @@ class DescentCosineSettings(ClientRuleConfig):
     horizon : str
         ``step``: each gradient against the previous local step; ``round``: against
         the round's displacement so far (:mod:`fedhyper.rules.descent_cosine`).
+    global_horizon : str
+        The global LR's cosine with the server's last step, from the first mini-batch's
+        gradient (``step``) or from the round's gradients summed (``round``).
 
     """
 
     name: str = NAME
     horizon: str = "step"
+    global_horizon: str = "step"
 
 
 def _check(settings: DescentCosineSettings) -> None:
     one_of("client.rule.horizon", settings.horizon, HORIZONS)
+    one_of("client.rule.global_horizon", settings.global_horizon, HORIZONS)
 
 
 def _build(settings: DescentCosineSettings, inputs: RuleInputs) -> DescentCosine:
-    return DescentCosine(inputs.parameters, inputs.previous_delta, horizon=settings.horizon)
+    return DescentCosine(
+        inputs.parameters,
+        inputs.previous_delta,
+        horizon=settings.horizon,
+        global_horizon=settings.global_horizon,
+    )
 
 
 DESCENT_COSINE = register_client_rule(

@@ -31,7 +31,13 @@ not changed within the round.
 Given the step the server applied last round, :math:`d_{t-1} = w_t - w_{t-1}`, a client
 also measures the same cosine for the global LR before its first local step,
 :math:`\cos(-\nabla f_i(w_t), d_{t-1})` on its first mini-batch: Baydin et al.'s
-hypergradient of the global LR, whatever optimiser the clients use.
+hypergradient of the global LR, whatever optimiser the clients use. One mini-batch
+gradient is noisy, and the mean of noisy cosines is shrunk toward 0 by the noise, so
+the *round* global horizon sums the round's gradients first,
+:math:`\cos(-\sum_k g_k, d_{t-1})`: every :math:`\theta_k` moves with :math:`w_t`, so
+this is the normalised hypergradient of the round's summed training loss with respect
+to the global LR, with the noise of one gradient divided by about :math:`\sqrt K`. It
+is the raw gradients' sum, not the update, so Adam's preconditioning does not enter.
 """
 
 from __future__ import annotations
@@ -57,12 +63,13 @@ class DescentCosine:
     before each step and the parameters around it, and changes nothing. The first step
     of a round has no previous step and is not counted; steps across local epochs are.
     A step whose gradient or previous step (or displacement) is zero (or not finite)
-    counts as 0. With ``server_step``, the first step's gradient also gives the global
-    cosine :math:`\cos(-g_1, d_{t-1})` (0 when either is zero).
+    counts as 0. With ``server_step``, the first step's gradient (``global_horizon``
+    ``"step"``) or the sum of the round's gradients (``"round"``) also gives the global
+    cosine :math:`\cos(-g, d_{t-1})` (0 when either is zero).
 
     Memory: one parameter-sized buffer (the previous step, negated) with the ``step``
-    horizon, two (:math:`\theta_0` and the displacement) with ``round``; and
-    :math:`d_{t-1}` when given.
+    horizon, two (:math:`\theta_0` and the displacement) with ``round``; :math:`d_{t-1}`
+    when given, and the gradients' sum with the ``round`` global horizon.
 
     Parameters
     ----------
@@ -72,6 +79,8 @@ class DescentCosine:
         :math:`d_{t-1}`, matching ``params``, or ``None``.
     horizon
         ``"step"`` (:math:`c_k`) or ``"round"`` (:math:`r_k`); see the module.
+    global_horizon
+        ``"step"`` (the first mini-batch) or ``"round"`` (all of them); see the module.
 
     Raises
     ------
@@ -85,13 +94,16 @@ class DescentCosine:
         params: Sequence[Tensor],
         server_step: Sequence[Tensor] | None = None,
         horizon: str = "step",
+        global_horizon: str = "step",
     ) -> None:
         self._params = list(params)
         if not self._params:
             raise ValueError("DescentCosine needs at least one parameter")
-        if horizon not in HORIZONS:
-            raise ValueError(f"horizon must be one of {HORIZONS}, got {horizon!r}")
+        for name, value in (("horizon", horizon), ("global_horizon", global_horizon)):
+            if value not in HORIZONS:
+                raise ValueError(f"{name} must be one of {HORIZONS}, got {value!r}")
         self.horizon = horizon
+        self.global_horizon = global_horizon
         if server_step is not None and [d.shape for d in server_step] != [
             p.shape for p in self._params
         ]:
@@ -110,6 +122,11 @@ class DescentCosine:
         # of theta_k. Round horizon: theta_0 - theta_k, recomputed from the origin.
         self._buffer = zeros_like_list(self._params)
         self._origin = zeros_like_list(self._params) if horizon == "round" else None
+        self._gradient_sum = (
+            zeros_like_list(self._params)
+            if server_step is not None and global_horizon == "round"
+            else None
+        )
         self._has_step = False
         self._sum = 0.0
         self._count = 0
@@ -126,7 +143,9 @@ class DescentCosine:
 
     @property
     def global_cosine(self) -> float | None:
-        r""":math:`\cos(-g_1, d_{t-1})`, once measured (``None`` without ``server_step``)."""
+        r""":math:`\cos(-g, d_{t-1})` so far (``None`` without ``server_step`` or a step)."""
+        if self._gradient_sum is not None and self._server_step is not None and self._has_step:
+            return -_cosine(self._gradient_sum, self._server_step)
         return self._global
 
     def start_epoch(self) -> None:
@@ -145,8 +164,10 @@ class DescentCosine:
                 # <-g, s> = <g, -s>; the buffer holds -s (or theta_0 - theta_k).
                 self._sum += _cosine(grads, self._buffer)
                 self._count += 1
-            elif self._server_step is not None:
+            elif self._server_step is not None and self._gradient_sum is None:
                 self._global = -_cosine(grads, self._server_step)
+            if self._gradient_sum is not None:
+                torch._foreach_add_(self._gradient_sum, grads)
             if self._origin is None:
                 torch._foreach_copy_(self._buffer, self._params)
             elif not self._has_step:
@@ -162,8 +183,9 @@ class DescentCosine:
     def report(self) -> dict[str, float]:
         """Return the round's mean descent cosine, and the global one if measured."""
         report = {DESCENT_COSINE_REPORT: self.mean}
-        if self._global is not None:
-            report[GLOBAL_COSINE_REPORT] = self._global
+        global_cosine = self.global_cosine
+        if global_cosine is not None:
+            report[GLOBAL_COSINE_REPORT] = global_cosine
         return report
 
     def state_dict(self) -> dict[str, float]:

@@ -317,6 +317,22 @@ def test_the_global_cosine_by_hand() -> None:
         DescentCosine([weight], [torch.zeros(3)])
 
 
+def test_the_global_cosine_over_the_round_by_hand() -> None:
+    """cos(-(g_1 + g_2), d): g_1 + g_2 = [2, -1], d = [1, 1] -> -1/sqrt(10)."""
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])], global_horizon="round")
+    assert meter.global_cosine is None
+    for grad in ([1.0, 0.0], [1.0, -1.0]):
+        weight.grad = torch.tensor(grad)
+        meter.before_step()
+        optimizer.step()
+        meter.after_step()
+    assert meter.report()[GLOBAL_COSINE_REPORT] == pytest.approx(-(10**-0.5))
+    with pytest.raises(ValueError, match="global_horizon"):
+        DescentCosine([weight], global_horizon="epoch")
+
+
 @pytest.mark.parametrize("horizon", ["step", "round"])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str, horizon: str) -> None:
