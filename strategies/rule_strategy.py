@@ -15,6 +15,8 @@ from fedhyper.rules import FedExP, ServerRule, apply_rule
 from fedhyper.wire import (
     ARRAYS_RECORD,
     PREVIOUS_DELTA_RECORD,
+    PROBE_LOSS_AFTER_KEY,
+    PROBE_LOSS_BEFORE_KEY,
     ServerStep,
     TrainInstruction,
     client_rule_means,
@@ -57,7 +59,9 @@ class RuleStrategy(FedAvg):
 
     With ``Δ_t = average − w_t`` over the trainable floating-point parameters, the new
     global model is ``w_t + rule.step(Δ_t).update``, after the rule has observed the
-    clients' mean client-rule reports (:meth:`ServerRule.observe_reports`); buffers
+    clients' mean client-rule reports and, when it asks for them
+    (:attr:`ServerRule.probe_examples`), their mean probe losses
+    (:meth:`ServerRule.observe_reports`); buffers
     (BatchNorm statistics, counters) take the plain average. When the rule schedules the
     clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
@@ -99,9 +103,14 @@ class RuleStrategy(FedAvg):
     ) -> Iterable[Message]:
         """Remember ``w_t``, set the LR clients must use and attach ``Δ_{t−1}``."""
         self._current = dict(arrays.to_torch_state_dict())
-        if self.client_lr is not None:
+        if self.client_lr is not None or self.rule.probe_examples:
             instruction = TrainInstruction.from_record(config)
-            config = ConfigRecord(replace(instruction, lr=self.client_lr).to_record())
+            instruction = replace(
+                instruction,
+                lr=instruction.lr if self.client_lr is None else self.client_lr,
+                probe_examples=self.rule.probe_examples,
+            )
+            config = ConfigRecord(instruction.to_record())
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.send_previous_delta and self.previous_delta is not None and messages:
             record = ArrayRecord(dict(zip(self.trainable_keys, self.previous_delta, strict=True)))
@@ -121,7 +130,12 @@ class RuleStrategy(FedAvg):
         if isinstance(self.rule, FedExP):
             self._observe_clients(replies, current)
         if metrics is not None:
-            self.rule.observe_reports(client_rule_means(metrics))
+            means = client_rule_means(metrics)
+            for key in (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
+                # Flower averaged them over the replies that carried them.
+                if self.rule.probe_examples and isinstance(metrics.get(key), float):
+                    means[key] = float(metrics[key])
+            self.rule.observe_reports(means)
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys
         )

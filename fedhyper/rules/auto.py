@@ -22,7 +22,11 @@ Ingredients, each with its own off switch (``0`` or ``False``):
 * multiplicative (log-space) rather than additive steps;
 * a schedule of the clients' LR from the server, driven by the clients' own
   hypergradient cosine (:class:`~fedhyper.rules.descent_cosine.DescentCosine`) or by
-  the global signal.
+  the global signal;
+* a loss guard on that schedule: a cosine is first-order and blind to a step that
+  overshoots by far (on a loss plateau successive gradients keep pointing the same way
+  at any LR), so when the clients' loss on their own rows did not fall over the round,
+  the clients' LR goes down by the largest step instead, whatever the cosine says.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import torch
 from torch import Tensor
 
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
+from fedhyper.rules.hdet_clients import relative_loss
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
+from fedhyper.wire import PROBE_LOSS_AFTER_KEY, PROBE_LOSS_BEFORE_KEY
 
 __all__ = [
     "DESCENT_COSINE_REPORT",
@@ -90,7 +96,9 @@ class AutoLR(ServerRule):
     where :math:`c_t` is the clients' mean descent cosine of round :math:`t`
     (``local_signal="clients"``, passed in by :meth:`observe_reports` or
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
-    (``"server"``). With :math:`\mu = 0` the direction
+    (``"server"``). With the loss guard (``probe_examples > 0``), a round whose clients'
+    mean loss on their first ``probe_examples`` rows was not lower after training than
+    before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0` the direction
     :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is :math:`\alpha_t\Delta_t`;
     the bias correction makes the first steps full-sized. With ``log_space=False`` the
     two LRs move additively instead, :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t`
@@ -129,6 +137,9 @@ class AutoLR(ServerRule):
         :math:`(\alpha_{\min}, \alpha_{\max})`, positive.
     client_lr_bounds
         :math:`(\eta_{\min}, \eta_{\max})` as multiples of :math:`\eta_0`, positive.
+    probe_examples
+        Rows of each client's training data on which it measures its loss before and
+        after training, for the loss guard; 0 turns the guard off.
 
     Raises
     ------
@@ -152,6 +163,7 @@ class AutoLR(ServerRule):
         lr_bounds: tuple[float, float] = (0.1, 10.0),
         client_lr_bounds: tuple[float, float] = (0.01, 100.0),
         global_signal: str = "clients",
+        probe_examples: int = 0,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -168,6 +180,9 @@ class AutoLR(ServerRule):
             raise ValueError(
                 f"global_signal must be one of {GLOBAL_SIGNALS}, got {global_signal!r}"
             )
+        if probe_examples < 0:
+            raise ValueError(f"probe_examples must be non-negative, got {probe_examples}")
+        self._probe_examples = int(probe_examples)
         self.base_client_lr = float(initial_client_lr)
         self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
         self.global_hyper_lr = float(global_hyper_lr)
@@ -185,6 +200,7 @@ class AutoLR(ServerRule):
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
+        self._pending_loss_ratio = math.nan
 
     @property
     def alpha(self) -> float:
@@ -201,6 +217,11 @@ class AutoLR(ServerRule):
         """Whether the clients need :math:`d_{t-1}` to measure the global signal."""
         return self.global_signal == "clients"
 
+    @property
+    def probe_examples(self) -> int:
+        """Rows each client measures its loss on for the loss guard (0: no guard)."""
+        return self._probe_examples
+
     def initial_client_lr(self) -> float:
         r"""Return :math:`\eta_0`, the clients' LR in the first round."""
         return self.base_client_lr
@@ -214,11 +235,27 @@ class AutoLR(ServerRule):
         self._pending_local_signal = bounded_cosine(cosine)
 
     def observe_reports(self, means: Mapping[str, float]) -> None:
-        """Take the clients' mean cosines from their reports, when they sent them."""
+        """Take the clients' mean cosines and probe losses, when they sent them."""
         if DESCENT_COSINE_REPORT in means:
             self.observe_local_signal(means[DESCENT_COSINE_REPORT])
         if GLOBAL_COSINE_REPORT in means:
             self._pending_global_signal = bounded_cosine(means[GLOBAL_COSINE_REPORT])
+        if PROBE_LOSS_BEFORE_KEY in means and PROBE_LOSS_AFTER_KEY in means:
+            self._pending_loss_ratio = relative_loss(
+                means[PROBE_LOSS_BEFORE_KEY], means[PROBE_LOSS_AFTER_KEY]
+            )
+
+    @property
+    def loss_rose(self) -> bool:
+        """Whether the guard holds the pending round's clients' loss as not fallen.
+
+        A ratio that is NaN (no probe came back, or a probe loss was not finite) and an
+        infinite one count as risen: a client whose loss overflowed overshot.
+        """
+        if not self._probe_examples:
+            return False
+        ratio = self._pending_loss_ratio
+        return not (math.isfinite(ratio) and ratio < 1.0)
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
@@ -228,8 +265,11 @@ class AutoLR(ServerRule):
             smoothed = self._smooth(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
         local = self._pending_local_signal if self.local_signal == "clients" else smoothed
+        if self.loss_rose:
+            local = -1.0
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
+        self._pending_loss_ratio = math.nan
         self._client_lr = self._move(
             self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
         )

@@ -81,6 +81,16 @@ class ServerRule(ABC):
         """
 
     @property
+    def probe_examples(self) -> int:
+        """Rows on which each client measures its loss before and after training (0: none).
+
+        When positive, :meth:`observe_reports` also receives the clients' mean losses
+        under :data:`~fedhyper.wire.PROBE_LOSS_BEFORE_KEY` and
+        :data:`~fedhyper.wire.PROBE_LOSS_AFTER_KEY`.
+        """
+        return 0
+
+    @property
     def sends_applied_step(self) -> bool:
         r"""Whether the clients need the step applied last round, :math:`w_t - w_{t-1}`.
 

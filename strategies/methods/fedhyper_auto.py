@@ -39,6 +39,10 @@ class AutoParams(StrategyConfig):
         β_l, the log-step of the clients' LR per unit of its signal.
     local_lr_min_factor, local_lr_max_factor : float
         Bounds of the clients' LR as multiples of η_0.
+    probe_examples : int
+        The loss guard: each client measures its loss on this many of its training
+        rows before and after training, and a round whose mean loss did not fall
+        lowers the clients' LR by the largest step; 0 turns the guard off.
 
     """
 
@@ -53,6 +57,7 @@ class AutoParams(StrategyConfig):
     local_hyper_lr: float = 2.0
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
+    probe_examples: int = 0
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
@@ -70,6 +75,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
         "strategy.local_lr_min_factor", params.local_lr_min_factor, 1e-12, 1.0, closed_high=True
     )
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
+    at_least("strategy.probe_examples", params.probe_examples, 0)
 
 
 def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
@@ -85,6 +91,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         lr_bounds=(params.global_lr_min, params.global_lr_max),
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
         global_signal=params.global_signal,
+        probe_examples=params.probe_examples,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,13 @@ from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT
 from fedhyper.training import train_local
 from fedhyper.wire import (
     ARRAYS_RECORD,
+    CONFIG_RECORD,
     GLOBAL_LR_KEY,
     HYPERGRADIENT_KEY,
     METRICS_RECORD,
     PREVIOUS_DELTA_RECORD,
+    PROBE_LOSS_AFTER_KEY,
+    PROBE_LOSS_BEFORE_KEY,
     TrainInstruction,
     TrainReport,
 )
@@ -104,8 +108,56 @@ def test_the_clients_reports_carry_their_descent_cosine() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
 
 
-def _reply(weights: list[float], examples: int, report: dict[str, float]) -> Message:
-    record = TrainReport.from_lrs(examples, 0.0, [0.01], report).to_record()
+def test_the_loss_guard_lowers_the_client_lr_when_the_clients_loss_did_not_fall() -> None:
+    rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
+    assert rule.probe_examples == 8 and AutoLR().probe_examples == 0
+    fell = {PROBE_LOSS_BEFORE_KEY: 2.0, PROBE_LOSS_AFTER_KEY: 1.5}
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2, **fell})
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
+    # Loss 2.0 -> 2.0: not lower; the cosine says up, the guard says down by beta_l.
+    rule.observe_reports(
+        {DESCENT_COSINE_REPORT: 0.2, PROBE_LOSS_BEFORE_KEY: 2.0, PROBE_LOSS_AFTER_KEY: 2.0}
+    )
+    assert rule.loss_rose
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1 - 0.5))
+    # No probe came back (or it overflowed): counted as risen.
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2})
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1 - 1.0))
+    unguarded = plain(local_hyper_lr=0.5, initial_client_lr=0.01)
+    unguarded.observe_reports(
+        {DESCENT_COSINE_REPORT: 0.2, PROBE_LOSS_BEFORE_KEY: 1.0, PROBE_LOSS_AFTER_KEY: 9.0}
+    )
+    assert not unguarded.loss_rose
+    assert unguarded.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
+    with pytest.raises(ValueError, match="probe_examples"):
+        AutoLR(probe_examples=-1)
+
+
+def test_the_strategy_asks_for_probes_and_passes_their_means_on() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
+    strategy = RuleStrategy(rule, KEYS, **SAMPLING)
+    # Weighted 1:3, the probe means are 2.5 before and 2.75 after: the loss rose.
+    replies = [
+        _reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.2}, probe=(1.0, 2.0)),
+        _reply([1.0, 3.0], 3, {DESCENT_COSINE_REPORT: 0.2}, probe=(3.0, 3.0)),
+    ]
+    _, metrics, messages = _round(strategy, 1, model([0.0, 0.0]), replies)
+    sent = TrainInstruction.from_record(messages[0].content.config_records[CONFIG_RECORD])
+    assert sent.probe_examples == 8 and sent.lr == 0.01
+    assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
+
+
+def _reply(
+    weights: list[float],
+    examples: int,
+    report: dict[str, float],
+    probe: tuple[float, float] | None = None,
+) -> Message:
+    train_report = TrainReport.from_lrs(examples, 0.0, [0.01], report)
+    if probe is not None:
+        train_report = replace(train_report, probe_loss_before=probe[0], probe_loss_after=probe[1])
+    record = train_report.to_record()
     content = RecordDict({ARRAYS_RECORD: model(weights), METRICS_RECORD: MetricRecord(record)})
     return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
 
