@@ -432,6 +432,22 @@ def test_clients_train_with_the_lr_fedhyper_auto_schedules(tmp_path: Path) -> No
     assert history[-1]["scheduled_client_lr"] > 0.001
 
 
+def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path) -> None:
+    """At LR 5 the tiny CNN's loss on its own rows rises: the guard lowers the LR by β_l."""
+    cfg = config(
+        "strategy=fedhyper_auto",
+        "num_rounds=3",
+        "client.lr=5.0",
+        "strategy.probe_examples=16",
+        "client.rule.horizon=round",
+        "client.rule.global_horizon=round",
+    )
+    run_in_process(cfg, tmp_path)
+    lrs = [row["scheduled_client_lr"] for row in read_history(tmp_path)]
+    assert lrs[0] == 5.0
+    assert lrs[1] == pytest.approx(5.0 * math.exp(-cfg.strategy.local_hyper_lr))
+
+
 @pytest.mark.parametrize("signal", ["server", "clients"])
 def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
