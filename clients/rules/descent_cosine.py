@@ -34,8 +34,8 @@ class DescentCosineSettings(ClientRuleConfig):
     """
 
     name: str = NAME
-    horizon: str = "step"
-    global_horizon: str = "step"
+    horizon: str = "round"
+    global_horizon: str = "round"
 
 
 def _check(settings: DescentCosineSettings) -> None:

@@ -93,8 +93,8 @@ class DescentCosine:
         self,
         params: Sequence[Tensor],
         server_step: Sequence[Tensor] | None = None,
-        horizon: str = "step",
-        global_horizon: str = "step",
+        horizon: str = "round",
+        global_horizon: str = "round",
     ) -> None:
         self._params = list(params)
         if not self._params:

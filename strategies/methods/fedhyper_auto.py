@@ -46,7 +46,7 @@ class AutoParams(StrategyConfig):
 
     """
 
-    hyper_lr: float = 0.5
+    hyper_lr: float = 1.0
     global_signal: str = "clients"
     global_lr_min: float = 0.1
     global_lr_max: float = 10.0
@@ -54,10 +54,10 @@ class AutoParams(StrategyConfig):
     signal_smoothing: float = 0.5
     log_space: bool = True
     local_signal: str = "clients"
-    local_hyper_lr: float = 2.0
+    local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
-    probe_examples: int = 0
+    probe_examples: int = 256
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:

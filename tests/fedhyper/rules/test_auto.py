@@ -316,7 +316,7 @@ def test_state_round_trip_gives_identical_future_steps() -> None:
 def test_descent_cosine_by_hand() -> None:
     weight = torch.zeros(2, requires_grad=True)
     optimizer = torch.optim.SGD([weight], lr=1.0)
-    meter = DescentCosine([weight])
+    meter = DescentCosine([weight], horizon="step")
     # Gradients g1 = [1, 0], g2 = [1, 1], g3 = [-1, 1]; SGD steps s_k = -g_k.
     # cos(-g2, s1) = 1/sqrt(2), cos(-g3, s2) = cos([1, -1], [-1, -1]) = 0.
     for grad in ([1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]):
@@ -353,7 +353,7 @@ def test_the_global_cosine_by_hand() -> None:
     """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
     weight = torch.zeros(2, requires_grad=True)
     optimizer = torch.optim.SGD([weight], lr=1.0)
-    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])])
+    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])], "step", "step")
     # s_1 = -g_1 = [-1, 0]; g_2 = [1, -1] gives the descent cosine cos([-1, 1], s_1).
     for grad in ([1.0, 0.0], [1.0, -1.0]):
         weight.grad = torch.tensor(grad)
