@@ -133,8 +133,9 @@ class RuleStrategy(FedAvg):
             means = client_rule_means(metrics)
             for key in (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
                 # Flower averaged them over the replies that carried them.
-                if self.rule.probe_examples and isinstance(metrics.get(key), float):
-                    means[key] = float(metrics[key])
+                value = metrics.get(key)
+                if self.rule.probe_examples and isinstance(value, float):
+                    means[key] = value
             self.rule.observe_reports(means)
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys

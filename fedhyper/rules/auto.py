@@ -98,15 +98,17 @@ class AutoLR(ServerRule):
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
     (``"server"``). With the loss guard (``probe_examples > 0``), a round whose clients'
     mean loss on their first ``probe_examples`` rows was not lower after training than
-    before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0` the direction
-    :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is :math:`\alpha_t\Delta_t`;
-    the bias correction makes the first steps full-sized. With ``log_space=False`` the
-    two LRs move additively instead, :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t`
-    and :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
+    before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
+    the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
+    :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
+    ``log_space=False`` the two LRs move additively instead,
+    :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t` and
+    :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
 
     With ``global_signal="clients"`` (the default), :math:`s_t` is instead the clients' mean
-    :math:`\cos(-\nabla f_i(w_t), d_{t-1})` of round :math:`t` on their first
-    mini-batch, against the step :math:`d_{t-1} = w_t - w_{t-1}` the server applied
+    :math:`\cos(-\nabla f_i(w_t), d_{t-1})` of round :math:`t`, from their first
+    mini-batch's gradient or their round's summed gradients (the client rule's
+    ``global_horizon``), against the step :math:`d_{t-1} = w_t - w_{t-1}` the server applied
     (:attr:`sends_applied_step`; passed in by :meth:`observe_reports`; none at
     :math:`t = 0` or when no client sent one).
 

@@ -33,6 +33,7 @@ from fedhyper.wire import (
     TrainInstruction,
     TrainReport,
 )
+from strategies.methods.fedhyper_auto import AutoParams
 from strategies.rule_strategy import RuleStrategy
 from tests.support.grid import KEYS, SAMPLING, FixedNodes, model
 from tests.support.inprocess import comparable, run_in_process
@@ -142,7 +143,7 @@ def test_the_strategy_asks_for_probes_and_passes_their_means_on() -> None:
         _reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.2}, probe=(1.0, 2.0)),
         _reply([1.0, 3.0], 3, {DESCENT_COSINE_REPORT: 0.2}, probe=(3.0, 3.0)),
     ]
-    _, metrics, messages = _round(strategy, 1, model([0.0, 0.0]), replies)
+    _, _, messages = _round(strategy, 1, model([0.0, 0.0]), replies)
     sent = TrainInstruction.from_record(messages[0].content.config_records[CONFIG_RECORD])
     assert sent.probe_examples == 8 and sent.lr == 0.01
     assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
@@ -445,6 +446,7 @@ def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path)
     run_in_process(cfg, tmp_path)
     lrs = [row["scheduled_client_lr"] for row in read_history(tmp_path)]
     assert lrs[0] == 5.0
+    assert isinstance(cfg.strategy, AutoParams)
     assert lrs[1] == pytest.approx(5.0 * math.exp(-cfg.strategy.local_hyper_lr))
 
 
