@@ -57,7 +57,7 @@ class AutoParams(StrategyConfig):
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
-    probe_examples: int = 256
+    probe_examples: int = 32
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
