@@ -453,12 +453,18 @@ def _addition_lines(data: dict[str, Any]) -> list[str]:
     counts = [sum(run.get("addition") == k for run in data["runs"]) for k in range(len(additions))]
     return [
         *(
-            f"Added ({count} run{'' if count == 1 else 's'}): `{sweep['command']}`, "
+            f"Added ({_runs_left(count)}): `{sweep['command']}`, "
             f"{sweep['machine']}, {sweep['date']}  "
             for sweep, count in zip(additions, counts, strict=True)
         ),
         *([""] if additions else []),
     ]
+
+
+def _runs_left(count: int) -> str:
+    if count == 0:
+        return "no run left: a later addition replaced them"
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 # ----------------------------------------------------------------------------- summary

@@ -80,6 +80,10 @@ def test_the_table_names_each_added_sweep_and_its_runs() -> None:
     text = table(add_sweep(original, later))
     assert "Added (1 run): `c2`, m, 2026-01-02" in text
     assert "fedhyper_auto" in text
+    rerun = {**_sweep("c3", "2026-01-03", [_run("fedhyper_auto", 0.85)]), "setup": setup}
+    text = table(add_sweep(add_sweep(original, later), rerun))
+    assert "Added (no run left: a later addition replaced them): `c2`" in text
+    assert "Added (1 run): `c3`, m, 2026-01-03" in text
 
 
 @pytest.mark.parametrize(
