@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The main job: FedAvg vs FedHyper-G on Fashion-MNIST, then the table and plot.
+## The main job: FedAvg vs FedHyper-Auto on Fashion-MNIST, then the table and plot.
 run: $(STAMP)
-	$(PY) -m fedhyper --multirun experiment=main strategy=fedavg,fedhyper_g \
+	$(PY) -m fedhyper --multirun experiment=main strategy=fedavg,fedhyper_auto \
 		hydra.sweep.dir=$(MAIN_DIR)
 	$(PY) -m benchmarks.compare $(MAIN_DIR)
 
