@@ -21,7 +21,7 @@ so :math:`r_k` is the normalised hypergradient of :math:`f_k(\theta_k)` with res
 the LR held over the whole round, and its mean over the round that of the mean
 training loss along the round's trajectory: the LR the round trains with, judged over
 the round. Measured on the four presets (docs/benchmarks.md), both horizons settle the
-client LR at nearly the same point; with the loss guard, the round horizon kept
+client LR at nearly the same point; under the current defaults, the round horizon kept
 CIFAR-10's client LR near its preset value where the one-step one let it fall 2.5x.
 
 A client measures the chosen cosine at every step and reports the round's mean; the server
