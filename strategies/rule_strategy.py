@@ -131,11 +131,12 @@ class RuleStrategy(FedAvg):
             self._observe_clients(replies, current)
         if metrics is not None:
             means = client_rule_means(metrics)
-            for key in (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
-                # Flower averaged them over the replies that carried them.
-                value = metrics.get(key)
-                if self.rule.probe_examples and isinstance(value, float):
-                    means[key] = value
+            if self.rule.probe_examples:
+                # Flower averaged them over the replies, weighted as the models.
+                for key in (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
+                    value = metrics.get(key)
+                    if isinstance(value, float):
+                        means[key] = value
             self.rule.observe_reports(means)
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys

@@ -314,17 +314,22 @@ def test_state_round_trip_gives_identical_future_steps() -> None:
 # --------------------------------------------------------------------------- clients
 
 
-def test_descent_cosine_by_hand() -> None:
-    weight = torch.zeros(2, requires_grad=True)
+def _sgd_steps(meter: DescentCosine, weight: Tensor, *gradients: list[float]) -> None:
+    """Step ``weight`` by plain SGD at LR 1 along ``gradients``, as the training loop does."""
     optimizer = torch.optim.SGD([weight], lr=1.0)
-    meter = DescentCosine([weight], horizon="step")
-    # Gradients g1 = [1, 0], g2 = [1, 1], g3 = [-1, 1]; SGD steps s_k = -g_k.
-    # cos(-g2, s1) = 1/sqrt(2), cos(-g3, s2) = cos([1, -1], [-1, -1]) = 0.
-    for grad in ([1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]):
-        weight.grad = torch.tensor(grad)
+    for gradient in gradients:
+        weight.grad = torch.tensor(gradient)
         meter.before_step()
         optimizer.step()
         meter.after_step()
+
+
+def test_descent_cosine_by_hand() -> None:
+    weight = torch.zeros(2, requires_grad=True)
+    meter = DescentCosine([weight], horizon="step")
+    # Gradients g1 = [1, 0], g2 = [1, 1], g3 = [-1, 1]; SGD steps s_k = -g_k.
+    # cos(-g2, s1) = 1/sqrt(2), cos(-g3, s2) = cos([1, -1], [-1, -1]) = 0.
+    _sgd_steps(meter, weight, [1.0, 0.0], [1.0, 1.0], [-1.0, 1.0])
     assert meter.count == 2
     assert meter.mean == pytest.approx(ROOT_HALF / 2)
     assert meter.report() == {DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF / 2)}
@@ -334,16 +339,11 @@ def test_descent_cosine_by_hand() -> None:
 def test_round_horizon_by_hand() -> None:
     """Each gradient against the displacement from theta_0, not against the last step."""
     weight = torch.zeros(2, requires_grad=True)
-    optimizer = torch.optim.SGD([weight], lr=1.0)
     meter = DescentCosine([weight], horizon="round")
     # Same gradients as above: theta_1 = [-1, 0], theta_2 = [-2, -1].
     # cos(-g2, theta_1) = cos([-1, -1], [-1, 0]) = 1/sqrt(2);
     # cos(-g3, theta_2) = cos([1, -1], [-2, -1]) = -1/sqrt(10) (the step horizon says 0).
-    for grad in ([1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]):
-        weight.grad = torch.tensor(grad)
-        meter.before_step()
-        optimizer.step()
-        meter.after_step()
+    _sgd_steps(meter, weight, [1.0, 0.0], [1.0, 1.0], [-1.0, 1.0])
     assert meter.count == 2
     assert meter.mean == pytest.approx((ROOT_HALF - 10**-0.5) / 2)
     with pytest.raises(ValueError, match="horizon"):
@@ -353,14 +353,9 @@ def test_round_horizon_by_hand() -> None:
 def test_the_global_cosine_by_hand() -> None:
     """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
     weight = torch.zeros(2, requires_grad=True)
-    optimizer = torch.optim.SGD([weight], lr=1.0)
     meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])], "step", "step")
     # s_1 = -g_1 = [-1, 0]; g_2 = [1, -1] gives the descent cosine cos([-1, 1], s_1).
-    for grad in ([1.0, 0.0], [1.0, -1.0]):
-        weight.grad = torch.tensor(grad)
-        meter.before_step()
-        optimizer.step()
-        meter.after_step()
+    _sgd_steps(meter, weight, [1.0, 0.0], [1.0, -1.0])
     assert meter.global_cosine == pytest.approx(-ROOT_HALF)
     assert meter.report() == {
         DESCENT_COSINE_REPORT: pytest.approx(ROOT_HALF),
@@ -373,14 +368,9 @@ def test_the_global_cosine_by_hand() -> None:
 def test_the_global_cosine_over_the_round_by_hand() -> None:
     """cos(-(g_1 + g_2), d): g_1 + g_2 = [2, -1], d = [1, 1] -> -1/sqrt(10)."""
     weight = torch.zeros(2, requires_grad=True)
-    optimizer = torch.optim.SGD([weight], lr=1.0)
     meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])], global_horizon="round")
     assert meter.global_cosine is None
-    for grad in ([1.0, 0.0], [1.0, -1.0]):
-        weight.grad = torch.tensor(grad)
-        meter.before_step()
-        optimizer.step()
-        meter.after_step()
+    _sgd_steps(meter, weight, [1.0, 0.0], [1.0, -1.0])
     assert meter.report()[GLOBAL_COSINE_REPORT] == pytest.approx(-(10**-0.5))
     with pytest.raises(ValueError, match="global_horizon"):
         DescentCosine([weight], global_horizon="epoch")
