@@ -18,7 +18,9 @@ Ingredients, each with its own off switch (``0`` or ``False``):
   clients' optimiser;
 * its exponential average over rounds (partial participation makes it noisy);
 * server momentum on the updates, as an exponential average, so that the global LR
-  keeps its meaning (a steady :math:`\Delta` moves the model by :math:`\alpha\Delta`);
+  keeps its meaning (a steady :math:`\Delta` moves the model by :math:`\alpha\Delta`), or
+  as a heavy ball (FedAvgM's form: a steady :math:`\Delta` moves it by
+  :math:`\alpha\Delta/(1-\mu)`), so that :math:`\alpha_0 = 1` starts where FedAvgM is;
 * multiplicative (log-space) rather than additive steps;
 * a schedule of the clients' LR from the server, driven by the clients' own
   hypergradient cosine (:class:`~fedhyper.rules.descent_cosine.DescentCosine`) or by
@@ -64,7 +66,15 @@ DESCENT_COSINE_REPORT = "descent-cosine"
 GLOBAL_COSINE_REPORT = "global-cosine"
 r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
-_STATE_KEYS = ("alpha", "client_lr", "signal_average", "signals", "rounds", "direction")
+_STATE_KEYS = (
+    "alpha",
+    "client_lr",
+    "signal_average",
+    "signal_power",
+    "signals",
+    "rounds",
+    "direction",
+)
 
 
 def bounded_cosine(value: float) -> float:
@@ -101,6 +111,8 @@ class AutoLR(ServerRule):
     before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
+    ``heavy_ball=True`` the momentum is FedAvgM's instead,
+    :math:`m_t = \mu m_{t-1} + \Delta_t` and :math:`w_{t+1} = w_t + \alpha_t m_t`. With
     ``log_space=False`` the two LRs move additively instead,
     :math:`\alpha_t = \alpha_{t-1} + \beta_g\hat s_t` and
     :math:`\eta_{t+1} = \eta_t + \beta_l c_t \eta_0`, clipped to the same bounds.
@@ -129,6 +141,8 @@ class AutoLR(ServerRule):
         :math:`\mu \in [0, 1)`; 0 turns server momentum off.
     smoothing
         :math:`\rho \in [0, 1)`; 0 uses each round's cosine as is.
+    heavy_ball
+        FedAvgM's momentum (an undamped sum) rather than an exponential average.
     log_space
         Multiplicative steps (default) or additive ones.
     local_signal
@@ -166,6 +180,8 @@ class AutoLR(ServerRule):
         client_lr_bounds: tuple[float, float] = (0.01, 100.0),
         global_signal: str = "clients",
         probe_examples: int = 0,
+        heavy_ball: bool = False,
+        rms_normalised: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -191,12 +207,15 @@ class AutoLR(ServerRule):
         self.local_hyper_lr = float(local_hyper_lr)
         self.momentum = float(momentum)
         self.smoothing = float(smoothing)
+        self.heavy_ball = heavy_ball
+        self.rms_normalised = rms_normalised
         self.log_space = log_space
         self.local_signal = local_signal
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
         self._signal_average = 0.0
+        self._signal_power = 0.0
         self._signals = 0
         self._rounds = 0
         self._direction: list[Tensor] | None = None
@@ -279,10 +298,12 @@ class AutoLR(ServerRule):
         with torch.no_grad():
             if self._direction is None:
                 self._direction = [torch.zeros_like(d) for d in delta]
-            # m <- mu m + (1 - mu) Delta, in place on the rule's own buffer.
+            # m <- mu m + (1 - mu) Delta (or + Delta), in place on the rule's own buffer.
             torch._foreach_mul_(self._direction, self.momentum)
-            torch._foreach_add_(self._direction, list(delta), alpha=1.0 - self.momentum)
-            scale = self._alpha / (1.0 - self.momentum**self._rounds)
+            weight = 1.0 if self.heavy_ball else 1.0 - self.momentum
+            torch._foreach_add_(self._direction, list(delta), alpha=weight)
+            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._rounds
+            scale = self._alpha / correction
             update = list(torch._foreach_mul(self._direction, scale))
         return ServerStep(
             update=update, global_lr=self._alpha, client_lr=self._client_lr, hypergradient=smoothed
@@ -299,7 +320,14 @@ class AutoLR(ServerRule):
         self._signals += 1
         rho = self.smoothing
         self._signal_average = rho * self._signal_average + (1.0 - rho) * signal
-        return self._signal_average / (1.0 - self.smoothing**self._signals)
+        self._signal_power = rho * self._signal_power + (1.0 - rho) * signal * signal
+        correction = 1.0 - rho**self._signals
+        if not self.rms_normalised:
+            return self._signal_average / correction
+        # e / sqrt(v (1 - rho^n)) is the bias-corrected mean over the bias-corrected RMS,
+        # within [-1, 1] by Cauchy-Schwarz: how consistent the signal is, not how large.
+        power = self._signal_power * correction
+        return self._signal_average / math.sqrt(power) if power > 0.0 else 0.0
 
     def _move(
         self, value: float, change: float, bounds: tuple[float, float], unit: float = 1.0
@@ -315,6 +343,7 @@ class AutoLR(ServerRule):
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "signal_average": self._signal_average,
+            "signal_power": self._signal_power,
             "signals": self._signals,
             "rounds": self._rounds,
             "direction": restore_tensors(self._direction),
@@ -326,6 +355,7 @@ class AutoLR(ServerRule):
         self._alpha = float(state["alpha"])
         self._client_lr = float(state["client_lr"])
         self._signal_average = float(state["signal_average"])
+        self._signal_power = float(state["signal_power"])
         self._signals = int(state["signals"])
         self._rounds = int(state["rounds"])
         self._direction = restore_tensors(state["direction"])

@@ -27,9 +27,14 @@ class AutoParams(StrategyConfig):
     global_lr_min, global_lr_max : float
         Bounds of the global LR α.
     server_momentum : float
-        μ, the exponential average of the updates the server steps along.
+        μ, the momentum of the updates the server steps along.
+    heavy_ball : bool
+        FedAvgM's momentum, m ← μm + Δ, rather than the average m ← μm + (1 − μ)Δ.
     signal_smoothing : float
         ρ, the exponential average of the global cosine over rounds.
+    rms_normalised : bool
+        Divide that average by the same average of the squared cosine, so that α
+        moves by its consistency over the last rounds, not by its size.
     log_space : bool
         Move both LRs multiplicatively (else additively).
     local_signal : str
@@ -51,7 +56,9 @@ class AutoParams(StrategyConfig):
     global_lr_min: float = 0.1
     global_lr_max: float = 10.0
     server_momentum: float = 0.9
+    heavy_ball: bool = False
     signal_smoothing: float = 0.5
+    rms_normalised: bool = False
     log_space: bool = True
     local_signal: str = "clients"
     local_hyper_lr: float = 0.7
@@ -92,6 +99,8 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
         global_signal=params.global_signal,
         probe_examples=params.probe_examples,
+        heavy_ball=params.heavy_ball,
+        rms_normalised=params.rms_normalised,
     )
 
 

@@ -93,6 +93,52 @@ def test_momentum_and_smoothing_by_hand() -> None:
     assert torch.allclose(third.update[0], expected)
 
 
+def test_heavy_ball_momentum_by_hand() -> None:
+    rule = server_signal(global_hyper_lr=0.5, momentum=0.5, smoothing=0.0, heavy_ball=True)
+    # m = [1, 0], no bias correction: FedAvgM's first step.
+    first = rule.step(vec(1.0, 0.0))
+    assert torch.allclose(first.update[0], torch.tensor([1.0, 0.0]).double())
+    # cos([1, 0], m) = 1: alpha = e^0.5; m = 0.5 [1, 0] + [1, 0] = [1.5, 0].
+    second = rule.step(vec(1.0, 0.0))
+    assert second.global_lr == pytest.approx(math.exp(0.5))
+    assert torch.allclose(second.update[0], math.exp(0.5) * torch.tensor([1.5, 0.0]).double())
+    # cos([0, 1], m) = 0: alpha stays; m = [0.75, 1].
+    third = rule.step(vec(0.0, 1.0))
+    assert third.global_lr == pytest.approx(math.exp(0.5))
+    assert torch.allclose(third.update[0], math.exp(0.5) * torch.tensor([0.75, 1.0]).double())
+
+
+def test_rms_normalised_signal_by_hand() -> None:
+    rule = server_signal(global_hyper_lr=0.5, momentum=0.0, smoothing=0.5, rms_normalised=True)
+    rule.step(vec(1.0, 0.0))
+    # One signal, cos 1/sqrt(2): its mean over its RMS is 1, whatever its size.
+    second = rule.step(vec(1.0, 1.0))
+    assert second.hypergradient == pytest.approx(1.0)
+    assert second.global_lr == pytest.approx(math.exp(0.5))
+    # cos -1/sqrt(2): e = 0.25 c - 0.5 c = -c/4, v = 0.25 c^2 + 0.5 c^2 with c^2 = 1/2,
+    # corrected by 1 - 0.25: (-c/4) / sqrt(0.375 * 0.75) = -1/3.
+    third = rule.step(vec(-1.0, 0.0))
+    assert third.hypergradient == pytest.approx(-1.0 / 3.0)
+    assert third.global_lr == pytest.approx(math.exp(0.5 * (1.0 - 1.0 / 3.0)))
+
+
+def test_rms_normalised_alpha_does_not_depend_on_the_signals_size() -> None:
+    def alphas(cosines: list[float]) -> list[float]:
+        rule = AutoLR(rms_normalised=True, global_hyper_lr=0.3)
+        trajectory = []
+        for cosine in cosines:
+            rule.observe_reports({GLOBAL_COSINE_REPORT: cosine})
+            trajectory.append(rule.step(vec(1.0, 0.0)).global_lr)
+        return trajectory
+
+    small = alphas([0.02, 0.01, -0.03, 0.005])
+    assert small == pytest.approx(alphas([0.4, 0.2, -0.6, 0.1]))
+    unnormalised = AutoLR(global_hyper_lr=0.3)
+    unnormalised.observe_reports({GLOBAL_COSINE_REPORT: 0.02})
+    assert unnormalised.step(vec(1.0, 0.0)).global_lr == pytest.approx(math.exp(0.3 * 0.02))
+    assert small[0] == pytest.approx(math.exp(0.3))
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
