@@ -6,7 +6,9 @@ controller and with each of the clients' controllers (FedHyper-CL's
 :class:`~fedhyper.rules.HypergradientLocalLR`, FedHyper-Auto's
 :class:`~fedhyper.rules.DescentCosine`), in interleaved blocks, and the controllers' hooks
 on their own. It also times one server step of FedHyper-Auto's and the reference
-FedHyper's rule on an update of the model's size. It writes
+FedHyper's rule on an update of the model's size, and what FedHyper-Auto's loss guard
+costs a client on each dataset's cpu preset: its two forward passes over the probe rows
+against one round of the client's local training. It writes
 ``benchmarks/results/hook_overhead.json`` and prints markdown tables.
 
 Steps run on one thread and are timed in process CPU time, so the ratio holds on a
@@ -16,6 +18,7 @@ machine that is busy with other work; wall time on an idle machine is about the 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -35,10 +38,22 @@ from fedhyper.rules import (
     HypergradientLocalLR,
     ServerRule,
 )
-from fedhyper.training import make_optimizer, set_seed, train_local
+from fedhyper.training import (
+    evaluate,
+    first_rows,
+    make_optimizer,
+    set_seed,
+    shuffle_generator,
+    train_client,
+    train_local,
+)
+from fedhyper.wire import ClientTask
+from strategies.methods.fedhyper_auto import AutoParams
 
 RESULT = Path(__file__).parent / "results" / "hook_overhead.json"
 CASES = (("fashion_mnist", "cnn"), ("shakespeare", "char_lstm"))
+GUARD_PRESETS = ("fashion_mnist_cpu", "femnist_cpu", "cifar10_cpu", "shakespeare_cpu")
+"""The presets whose clients' loss-guard cost is measured."""
 LR = {"sgd": 0.01, "adam": 0.001}
 StepController = HypergradientLocalLR | DescentCosine
 
@@ -203,8 +218,73 @@ def server_step_ms(model_name: str, dataset: str, repeats: int) -> list[dict[str
     return rows
 
 
-def tables(rows: list[dict[str, Any]], server: list[dict[str, Any]]) -> str:
-    """Format the measurements as two markdown tables: client steps, server steps."""
+def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
+    """CPU time of the loss guard's probes against a round of local training.
+
+    Each of the preset's first ``clients`` clients trains one round from the same
+    freshly initialised model at the preset's client LR, as the ClientApp does, with its
+    loss measured on its first ``strategy.probe_examples`` rows before and after
+    (FedHyper-Auto's default when the preset sets none). Data loading is not timed.
+
+    Parameters
+    ----------
+    preset : str
+        An ``experiment`` config, e.g. ``femnist_cpu``.
+    clients : int
+        Clients (partitions ``0 .. clients - 1``) per repeat.
+    repeats : int
+        Passes over the clients; the medians of the per-pass sums are reported.
+
+    Returns
+    -------
+    dict
+        The preset, the probe rows, seconds of training and of probes per pass (over all
+        clients) and their ratio.
+
+    """
+    config = compose_config([f"experiment={preset}", "strategy=fedhyper_auto"])
+    assert isinstance(config.strategy, AutoParams)  # the strategy composed above
+    probe_examples = config.strategy.probe_examples
+    task = ClientTask.from_experiment(config)
+    set_seed(config.seed)
+    model = build_model(task.dataset, task.model, hidden_size=task.hidden_size)
+    device = torch.device("cpu")
+    partitions = [task.partition(client).train for client in range(clients)]
+    train_s: list[float] = []
+    probe_s: list[float] = []
+    for _ in range(repeats):
+        training = probing = 0.0
+        for client, data in enumerate(partitions):
+            local = copy.deepcopy(model)
+            probe = first_rows(data, probe_examples)
+            start = time.process_time()
+            evaluate(local, probe, device=device)
+            probing += time.process_time() - start
+            start = time.process_time()
+            generator = shuffle_generator(config.seed, client, 1)
+            train_client(local, data, task, lr=config.client.lr, generator=generator, device=device)
+            training += time.process_time() - start
+            start = time.process_time()
+            evaluate(local, probe, device=device)
+            probing += time.process_time() - start
+        train_s.append(training)
+        probe_s.append(probing)
+    train_median, probe_median = statistics.median(train_s), statistics.median(probe_s)
+    return {
+        "preset": preset,
+        "model": task.model,
+        "clients": clients,
+        "probe_examples": probe_examples,
+        "train_s": round(train_median, 4),
+        "probe_s": round(probe_median, 4),
+        "probe_fraction": round(probe_median / train_median, 4),
+    }
+
+
+def tables(
+    rows: list[dict[str, Any]], server: list[dict[str, Any]], guard: list[dict[str, Any]]
+) -> str:
+    """Format the measurements as markdown tables: client steps, server steps, guard."""
     lines = [
         "| model | optimizer | parameters | controller | plain ms/step | hooks ms/step "
         "| hooks / step | step with hooks ms | end-to-end overhead |",
@@ -222,6 +302,16 @@ def tables(rows: list[dict[str, Any]], server: list[dict[str, Any]]) -> str:
         f"| {r['model']} ({r['dataset']}) | {r['rule']} | {r['server_step_ms']:.3f} |"
         for r in server
     ]
+    lines += [
+        "",
+        "| preset | probe rows | training s (all clients) | probes s | probes / training |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['preset']} ({r['clients']} clients) | {r['probe_examples']} | {r['train_s']:.3f} "
+        f"| {r['probe_s']:.3f} | {r['probe_fraction']:.1%} |"
+        for r in guard
+    ]
     return "\n".join(lines)
 
 
@@ -230,6 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=5, help="blocks of each kind")
+    parser.add_argument(
+        "--guard-clients", type=int, default=10, help="clients per preset for the guard's cost"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = [
@@ -239,9 +332,13 @@ def main(argv: list[str] | None = None) -> None:
         for row in measure(dataset, model, optimizer, args.steps, args.repeats)
     ]
     server = [row for dataset, model in CASES for row in server_step_ms(model, dataset, 20)]
+    guard = [guard_cost(preset, args.guard_clients, args.repeats) for preset in GUARD_PRESETS]
     payload = {"timer": "process CPU time, 1 thread", "steps_per_block": args.steps}
-    write_result(RESULT, {**payload, "repeats": args.repeats, "runs": rows, "server": server})
-    print(tables(rows, server))
+    write_result(
+        RESULT,
+        {**payload, "repeats": args.repeats, "runs": rows, "server": server, "guard": guard},
+    )
+    print(tables(rows, server, guard))
     print(f"\nwritten: {RESULT}")
 
 

@@ -44,7 +44,6 @@ from flwr.app import (
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
-from torch.utils.data import TensorDataset
 
 from clients import bilevel
 from clients.faults import inject_fault
@@ -55,7 +54,13 @@ from fedhyper.data.federated import ClientData, client_data
 from fedhyper.data.source import dataset_folder
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.models import build_model, trainable_float_keys
-from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
+from fedhyper.training import (
+    evaluate,
+    first_rows,
+    pick_device,
+    shuffle_generator,
+    train_client,
+)
 from fedhyper.wire import (
     ARRAYS_RECORD,
     BILEVEL_DESCRIBE_ACTION,
@@ -220,11 +225,6 @@ def _client_rule(
     return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
 
 
-def _first_rows(data: TensorDataset, count: int) -> TensorDataset:
-    """Return the first ``count`` rows (a client's training rows are in a seeded random order)."""
-    return TensorDataset(*(tensor[:count] for tensor in data.tensors))
-
-
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train every client of the message, each from the received global model."""
@@ -238,7 +238,7 @@ def train_one(content: RecordDict, context: Context) -> RecordDict:
     identity = client_identity(instruction.partition, context)
     data = local_data(task, instruction.partition, context.node_config)
     model, device = _load_global_model(content, task)
-    probe = _first_rows(data.train, instruction.probe_examples)
+    probe = first_rows(data.train, instruction.probe_examples)
     probe_before = evaluate(model, probe, device=device).loss if len(probe) else None
     result, rule = train_client(
         model,

@@ -30,6 +30,7 @@ __all__ = [
     "StepController",
     "TrainResult",
     "evaluate",
+    "first_rows",
     "make_optimizer",
     "pick_device",
     "set_seed",
@@ -378,6 +379,15 @@ def train_local(
         steps=len(lrs),
         lrs=lrs,
     )
+
+
+def first_rows(data: TensorDataset, count: int) -> TensorDataset:
+    """Return the first ``count`` rows of ``data``.
+
+    A client's training rows are in a seeded random order, so these are a fixed random
+    sample of them: the rows the loss guard's probe measures before and after training.
+    """
+    return TensorDataset(*(tensor[:count] for tensor in data.tensors))
 
 
 def evaluate(
