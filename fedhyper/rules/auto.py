@@ -43,6 +43,7 @@ from torch import Tensor
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
 from fedhyper.rules.hdet_clients import relative_loss
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
+from fedhyper.rules.signal_average import SignalAverage
 from fedhyper.wire import PROBE_LOSS_AFTER_KEY, PROBE_LOSS_BEFORE_KEY
 
 __all__ = [
@@ -66,15 +67,7 @@ DESCENT_COSINE_REPORT = "descent-cosine"
 GLOBAL_COSINE_REPORT = "global-cosine"
 r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
-_STATE_KEYS = (
-    "alpha",
-    "client_lr",
-    "signal_average",
-    "signal_power",
-    "signals",
-    "rounds",
-    "direction",
-)
+_STATE_KEYS = ("alpha", "client_lr", "global_signal", "local_signal", "rounds", "direction")
 
 
 def bounded_cosine(value: float) -> float:
@@ -124,6 +117,12 @@ class AutoLR(ServerRule):
     (:attr:`sends_applied_step`; passed in by :meth:`observe_reports`; none at
     :math:`t = 0` or when no client sent one).
 
+    With ``rms_normalised``, :math:`\hat s_t` is the average of :math:`s` over its RMS in
+    the same window (:class:`~fedhyper.rules.signal_average.SignalAverage`): its
+    consistency in :math:`[-1, 1]`, not its size. With ``local_rms_normalised``,
+    :math:`c_t` is replaced the same way by its own average over its RMS (window
+    :math:`\rho`).
+
     Every input enters through a cosine, so multiplying all updates by a constant, or
     repeating the parameter vector, leaves the LR trajectory unchanged.
 
@@ -143,6 +142,8 @@ class AutoLR(ServerRule):
         :math:`\rho \in [0, 1)`; 0 uses each round's cosine as is.
     heavy_ball
         FedAvgM's momentum (an undamped sum) rather than an exponential average.
+    rms_normalised, local_rms_normalised
+        Divide the global (local) signal's average by its RMS, see above.
     log_space
         Multiplicative steps (default) or additive ones.
     local_signal
@@ -182,6 +183,7 @@ class AutoLR(ServerRule):
         probe_examples: int = 0,
         heavy_ball: bool = False,
         rms_normalised: bool = False,
+        local_rms_normalised: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -189,9 +191,8 @@ class AutoLR(ServerRule):
             raise ValueError("learning rates and their bounds must be positive")
         if not self.lr_bounds[0] <= initial_lr <= self.lr_bounds[1]:
             raise ValueError(f"initial_lr must lie within {self.lr_bounds}, got {initial_lr}")
-        for name, value in (("momentum", momentum), ("smoothing", smoothing)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
         if local_signal not in LOCAL_SIGNALS:
             raise ValueError(f"local_signal must be one of {LOCAL_SIGNALS}, got {local_signal!r}")
         if global_signal not in GLOBAL_SIGNALS:
@@ -206,17 +207,17 @@ class AutoLR(ServerRule):
         self.global_hyper_lr = float(global_hyper_lr)
         self.local_hyper_lr = float(local_hyper_lr)
         self.momentum = float(momentum)
-        self.smoothing = float(smoothing)
         self.heavy_ball = heavy_ball
-        self.rms_normalised = rms_normalised
         self.log_space = log_space
         self.local_signal = local_signal
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
-        self._signal_average = 0.0
-        self._signal_power = 0.0
-        self._signals = 0
+        self._global_average = SignalAverage(smoothing, rms_normalised)
+        # The clients' signal is used as is unless normalised, which needs a window.
+        self._local_average = SignalAverage(
+            smoothing if local_rms_normalised else 0.0, local_rms_normalised
+        )
         self._rounds = 0
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
@@ -283,9 +284,12 @@ class AutoLR(ServerRule):
         smoothed = 0.0
         signal = self._global_signal(delta)
         if signal is not None:
-            smoothed = self._smooth(signal)
+            smoothed = self._global_average.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
-        local = self._pending_local_signal if self.local_signal == "clients" else smoothed
+        if self.local_signal == "clients":
+            local = self._local_average.add(self._pending_local_signal)
+        else:
+            local = smoothed
         if self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0
@@ -316,19 +320,6 @@ class AutoLR(ServerRule):
             return None
         return bounded_cosine(hypergradient_signal(delta, self._direction, normalised=True))
 
-    def _smooth(self, signal: float) -> float:
-        self._signals += 1
-        rho = self.smoothing
-        self._signal_average = rho * self._signal_average + (1.0 - rho) * signal
-        self._signal_power = rho * self._signal_power + (1.0 - rho) * signal * signal
-        correction = 1.0 - rho**self._signals
-        if not self.rms_normalised:
-            return self._signal_average / correction
-        # e / sqrt(v (1 - rho^n)) is the bias-corrected mean over the bias-corrected RMS,
-        # within [-1, 1] by Cauchy-Schwarz: how consistent the signal is, not how large.
-        power = self._signal_power * correction
-        return self._signal_average / math.sqrt(power) if power > 0.0 else 0.0
-
     def _move(
         self, value: float, change: float, bounds: tuple[float, float], unit: float = 1.0
     ) -> float:
@@ -338,13 +329,12 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, the signal's average and count, the round count and :math:`m`."""
+        """Return both LRs, both signals' averages, the round count and :math:`m`."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
-            "signal_average": self._signal_average,
-            "signal_power": self._signal_power,
-            "signals": self._signals,
+            "global_signal": self._global_average.state_dict(),
+            "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
             "direction": restore_tensors(self._direction),
         }
@@ -354,8 +344,7 @@ class AutoLR(ServerRule):
         require_keys(state, *_STATE_KEYS)
         self._alpha = float(state["alpha"])
         self._client_lr = float(state["client_lr"])
-        self._signal_average = float(state["signal_average"])
-        self._signal_power = float(state["signal_power"])
-        self._signals = int(state["signals"])
+        self._global_average.load_state_dict(state["global_signal"])
+        self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
         self._direction = restore_tensors(state["direction"])

@@ -42,6 +42,8 @@ class AutoParams(StrategyConfig):
         ``server`` (the global cosine).
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
+    local_rms_normalised : bool
+        Replace the clients' signal by its average over its RMS in a window of ρ.
     local_lr_min_factor, local_lr_max_factor : float
         Bounds of the clients' LR as multiples of η_0.
     probe_examples : int
@@ -59,6 +61,7 @@ class AutoParams(StrategyConfig):
     heavy_ball: bool = False
     signal_smoothing: float = 0.5
     rms_normalised: bool = False
+    local_rms_normalised: bool = False
     log_space: bool = True
     local_signal: str = "clients"
     local_hyper_lr: float = 0.7
@@ -101,6 +104,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         probe_examples=params.probe_examples,
         heavy_ball=params.heavy_ball,
         rms_normalised=params.rms_normalised,
+        local_rms_normalised=params.local_rms_normalised,
     )
 
 

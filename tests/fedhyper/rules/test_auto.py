@@ -139,6 +139,15 @@ def test_rms_normalised_alpha_does_not_depend_on_the_signals_size() -> None:
     assert small[0] == pytest.approx(math.exp(0.3))
 
 
+def test_local_rms_normalised_signal_by_hand() -> None:
+    rule = AutoLR(global_hyper_lr=0.0, local_hyper_lr=0.5, local_rms_normalised=True)
+    rule.observe_local_signal(0.1)  # alone in its window: its sign, 1
+    first = rule.step(vec(1.0, 0.0))
+    assert first.client_lr == pytest.approx(0.01 * math.exp(0.5))
+    rule.observe_local_signal(-0.1)  # -1/3, as the global signal's hand computation above
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.5 * 2 / 3))
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
