@@ -58,8 +58,9 @@ __all__ = [
 GLOBAL_SIGNALS = ("server", "clients")
 """What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
-LOCAL_SIGNALS = ("clients", "server")
-"""What drives the clients' LR: their reported descent cosine, or the global signal."""
+LOCAL_SIGNALS = ("clients", "server", "both")
+"""What drives the clients' LR: their reported descent cosine, the global signal, or the
+smaller of the descent cosine and the global signal's consistency."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -67,7 +68,15 @@ DESCENT_COSINE_REPORT = "descent-cosine"
 GLOBAL_COSINE_REPORT = "global-cosine"
 r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
-_STATE_KEYS = ("alpha", "client_lr", "global_signal", "local_signal", "rounds", "direction")
+_STATE_KEYS = (
+    "alpha",
+    "client_lr",
+    "global_signal",
+    "global_consistency",
+    "local_signal",
+    "rounds",
+    "direction",
+)
 
 
 def bounded_cosine(value: float) -> float:
@@ -99,7 +108,9 @@ class AutoLR(ServerRule):
     where :math:`c_t` is the clients' mean descent cosine of round :math:`t`
     (``local_signal="clients"``, passed in by :meth:`observe_reports` or
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
-    (``"server"``). With the loss guard (``probe_examples > 0``), a round whose clients'
+    (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
+    average over its RMS (the client LR rises only while the global step agrees; the
+    first round, without a global signal, uses :math:`c_t`). With the loss guard (``probe_examples > 0``), a round whose clients'
     mean loss on their first ``probe_examples`` rows was not lower after training than
     before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
@@ -214,6 +225,7 @@ class AutoLR(ServerRule):
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
         self._global_average = SignalAverage(smoothing, rms_normalised)
+        self._global_consistency = SignalAverage(smoothing, rms_normalised=True)
         # The clients' signal is used as is unless normalised, which needs a window.
         self._local_average = SignalAverage(
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
@@ -282,14 +294,20 @@ class AutoLR(ServerRule):
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         smoothed = 0.0
+        consistency: float | None = None
         signal = self._global_signal(delta)
         if signal is not None:
             smoothed = self._global_average.add(signal)
+            consistency = self._global_consistency.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
-        if self.local_signal == "clients":
-            local = self._local_average.add(self._pending_local_signal)
-        else:
+        if self.local_signal == "server":
             local = smoothed
+        else:
+            local = self._local_average.add(self._pending_local_signal)
+            if self.local_signal == "both" and consistency is not None:
+                # Non-IID clients can keep lowering their own loss while the global model
+                # does not improve: the client LR rises only when the global step agrees.
+                local = min(local, consistency)
         if self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0
@@ -334,6 +352,7 @@ class AutoLR(ServerRule):
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
+            "global_consistency": self._global_consistency.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
             "direction": restore_tensors(self._direction),
@@ -345,6 +364,7 @@ class AutoLR(ServerRule):
         self._alpha = float(state["alpha"])
         self._client_lr = float(state["client_lr"])
         self._global_average.load_state_dict(state["global_signal"])
+        self._global_consistency.load_state_dict(state["global_consistency"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
         self._direction = restore_tensors(state["direction"])

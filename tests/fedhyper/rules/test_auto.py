@@ -148,6 +148,19 @@ def test_local_rms_normalised_signal_by_hand() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.5 * 2 / 3))
 
 
+def test_both_signals_raise_the_client_lr_only_when_they_agree() -> None:
+    rule = AutoLR(global_hyper_lr=0.0, local_hyper_lr=0.5, smoothing=0.0, local_signal="both")
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.4})  # no global signal yet: local alone
+    first = rule.step(vec(1.0, 0.0)).client_lr
+    assert first == pytest.approx(0.01 * math.exp(0.2))
+    # A global cosine of -0.01 is, alone in its window, a consistency of -1: min(0.4, -1).
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.4, GLOBAL_COSINE_REPORT: -0.01})
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(-0.5))
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.4, GLOBAL_COSINE_REPORT: 0.02})
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(0.2))
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
