@@ -110,9 +110,10 @@ class AutoLR(ServerRule):
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
     (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
     average over its RMS (the client LR rises only while the global step agrees; the
-    first round, without a global signal, uses :math:`c_t`). With the loss guard (``probe_examples > 0``), a round whose clients'
-    mean loss on their first ``probe_examples`` rows was not lower after training than
-    before it has :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
+    first round, without a global signal, uses :math:`c_t`). With the loss guard
+    (``probe_examples > 0``), a round whose clients' mean loss on their first
+    ``probe_examples`` rows was not lower after training than before it has
+    :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
     ``heavy_ball=True`` the momentum is FedAvgM's instead,
