@@ -49,6 +49,16 @@ class DelegatingStrategy(Strategy):
         """Delegate to ``inner``."""
         return self.inner.aggregate_train(server_round, replies)
 
+    def observe_rejected(self, server_round: int, rejected: Sequence[Message]) -> None:
+        """Take the replies the round's screening rejected, just before :meth:`aggregate_train`.
+
+        Forwarded to ``inner`` when it is a wrapper too. A strategy that learns from its
+        clients overrides it: a rejected reply is one whose update was not finite, far
+        larger than the others' or malformed.
+        """
+        if isinstance(self.inner, DelegatingStrategy):
+            self.inner.observe_rejected(server_round, rejected)
+
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

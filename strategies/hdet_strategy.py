@@ -10,7 +10,8 @@ signals of the replies the round aggregated. The maths lives in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -115,6 +116,7 @@ class HDETStrategy(DelegatingStrategy):
         self.probe_examples = probe_examples if signal == "loss_drop" else 0
         self.validation = validation
         self._sent: dict[int, dict[str, float]] = {}
+        self._rejected: list[int] = []
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -158,10 +160,13 @@ class HDETStrategy(DelegatingStrategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate with ``inner``, then move the base values by the replies' signals.
 
-        Only the replies given here count (the runner passes those that passed its
-        screening); error replies among them, and replies from nodes this round did not
-        instruct, carry no signal. The metrics' scheduled client LR is the base LR the
-        round trained around.
+        The replies given here (those that passed the runner's screening) count with
+        their signal; error replies among them, and replies from nodes this round did
+        not instruct, carry none. The replies the screening rejected
+        (:meth:`observe_rejected`) count as diverged: an infinite signal, weight 0, which
+        moves the base away from their values. Failed and late clients do not count: a
+        lost connection says nothing about a learning rate. The metrics' scheduled
+        client LR is the base LR the round trained around.
         """
         replies = list(replies)
         answered = [
@@ -169,15 +174,26 @@ class HDETStrategy(DelegatingStrategy):
             for reply in replies
             if not reply.has_error() and reply.metadata.src_node_id in self._sent
         ]
-        signals = [self._signal(reply) for reply in answered]
+        nodes = [reply.metadata.src_node_id for reply in answered] + self._rejected
+        signals = [self._signal(reply) for reply in answered] + [math.inf] * len(self._rejected)
+        self._rejected = []
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is None:
             return arrays, metrics
         base = self.spread.base(LR)
-        self.spread.update([self._sent[reply.metadata.src_node_id] for reply in answered], signals)
+        self.spread.update([self._sent[node] for node in nodes], signals)
         metrics = metrics if metrics is not None else MetricRecord()
         metrics[SCHEDULED_CLIENT_LR_KEY] = base
         return arrays, metrics
+
+    def observe_rejected(self, server_round: int, rejected: Sequence[Message]) -> None:
+        """Remember which instructed clients' replies the screening rejected this round."""
+        super().observe_rejected(server_round, rejected)
+        self._rejected = [
+            reply.metadata.src_node_id
+            for reply in rejected
+            if reply.metadata.src_node_id in self._sent
+        ]
 
     def _signal(self, reply: Message) -> float:
         """Return a reply's signal, lower is better."""

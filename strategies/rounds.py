@@ -30,6 +30,7 @@ from fedhyper.wire import (
     TrainInstruction,
     TrainReport,
 )
+from strategies.delegating import DelegatingStrategy
 from strategies.factory import weight_key
 from strategies.federation import ClientDirectory, SampledGrid
 from strategies.multiplex import Multiplexer
@@ -232,6 +233,9 @@ class RoundRunner:
             self._log_problems(server_round, screened.failed, screened.rejected, timeouts)
             needed = required_replies(config, len(messages))
             if len(screened.accepted) >= needed:
+                if isinstance(self.strategy, DelegatingStrategy):
+                    rejected = [reply for reply, _ in screened.rejected]
+                    self.strategy.observe_rejected(server_round, rejected)
                 new_arrays, metrics = self.strategy.aggregate_train(server_round, screened.accepted)
                 new_arrays = arrays if new_arrays is None else conform(new_arrays, self.spec)
                 return _Trained(new_arrays, metrics, screened.accepted, lost)

@@ -126,6 +126,21 @@ def test_replies_left_out_of_the_aggregate_do_not_count() -> None:
     assert hdet.spread.base(LR) == 0.1
 
 
+def test_a_screened_out_reply_counts_as_diverged() -> None:
+    hdet = strategy()
+    low, middle, high = by_lr(configure(hdet))
+    # The highest LR's update was rejected: weights 1/2, 1/2, 0 against 1/3 each, so
+    # Δ = (0.09 + 0.1) / 6 − 0.11 / 3 = −0.005 and base = 0.1 + 0.5 · 0.1 Δ.
+    hdet.observe_rejected(1, [answer(high, 1.0)])
+    hdet.aggregate_train(1, [answer(low, 1.0), answer(middle, 1.0)])
+    assert hdet.spread.base(LR) == pytest.approx(0.09975, rel=1e-12)
+    # Counted once: the next round starts with no rejected replies.
+    low, middle, _ = by_lr(configure(hdet, 2))
+    before = hdet.spread.base(LR)
+    hdet.aggregate_train(2, [answer(low, 1.0), answer(middle, 1.0)])
+    assert hdet.spread.base(LR) == pytest.approx(before + 0.5 * 0.9 * -0.0005, rel=1e-9)
+
+
 def test_the_state_round_trips_through_a_fresh_strategy() -> None:
     hdet = strategy()
     messages = by_lr(configure(hdet))
