@@ -437,14 +437,22 @@ def table(data: dict[str, Any]) -> str:
             []
             if data.get("finished", True)
             else [
-                f"**Interrupted:** the suite was stopped after {len(data['runs'])} finished "
-                "runs; the rows below are those runs only.",
+                _interrupted_line(data),
                 "",
             ]
         ),
         body,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _interrupted_line(data: dict[str, Any]) -> str:
+    """Say how many runs the stopped sweep finished, and that additions count apart."""
+    own = sum("addition" not in run for run in data["runs"])
+    line = f"**Interrupted:** the suite was stopped after {own} finished runs"
+    if own == len(data["runs"]):
+        return line + "; the rows below are those runs only."
+    return line + "; the rows below are those and the added runs named above."
 
 
 def _addition_lines(data: dict[str, Any]) -> list[str]:

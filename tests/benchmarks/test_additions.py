@@ -86,6 +86,15 @@ def test_the_table_names_each_added_sweep_and_its_runs() -> None:
     assert "Added (1 run): `c3`, m, 2026-01-03" in text
 
 
+def test_an_interrupted_sweep_counts_its_own_runs_apart_from_the_added_ones() -> None:
+    setup = planned_setup("compare", "fashion_mnist", "cpu", [])
+    stopped = {**ORIGINAL, "setup": setup, "finished": False}
+    assert "stopped after 3 finished runs; the rows below are those runs only." in table(stopped)
+    later = {**_sweep("c2", "2026-01-02", [_run("fedhyper_auto", 0.8)]), "setup": setup}
+    text = table(add_sweep(stopped, later))
+    assert "stopped after 3 finished runs; the rows below are those and the added runs" in text
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
