@@ -313,7 +313,7 @@ def test_invalid_settings_are_rejected() -> None:
         {"initial_lr": 20.0},
         {"momentum": 1.0},
         {"smoothing": -0.1},
-        {"local_signal": "both"},
+        {"local_signal": "neither"},
         {"global_signal": "both"},
         {"lr_bounds": (0.0, 1.0)},
         {"initial_client_lr": 0.0},
@@ -530,7 +530,7 @@ def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
     ("overrides", "key", "allowed"),
     [
         (["strategy=fedhyper_auto", "client_rule=constant"], "client_rule", "descent_cosine"),
-        (["strategy=fedhyper_auto", "strategy.local_signal=both"], "local_signal", "server"),
+        (["strategy=fedhyper_auto", "strategy.local_signal=neither"], "local_signal", "server"),
         (["strategy=fedhyper_auto", "strategy.global_signal=both"], "global_signal", "clients"),
         (["strategy=fedhyper_auto", "strategy.signal_smoothing=1"], "signal_smoothing", "[0"),
         (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
