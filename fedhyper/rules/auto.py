@@ -72,7 +72,6 @@ _STATE_KEYS = (
     "alpha",
     "client_lr",
     "global_signal",
-    "global_consistency",
     "local_signal",
     "rounds",
     "direction",
@@ -226,7 +225,6 @@ class AutoLR(ServerRule):
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
         self._global_average = SignalAverage(smoothing, rms_normalised)
-        self._global_consistency = SignalAverage(smoothing, rms_normalised=True)
         # The clients' signal is used as is unless normalised, which needs a window.
         self._local_average = SignalAverage(
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
@@ -295,20 +293,18 @@ class AutoLR(ServerRule):
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         smoothed = 0.0
-        consistency: float | None = None
         signal = self._global_signal(delta)
         if signal is not None:
             smoothed = self._global_average.add(signal)
-            consistency = self._global_consistency.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
         if self.local_signal == "server":
             local = smoothed
         else:
             local = self._local_average.add(self._pending_local_signal)
-            if self.local_signal == "both" and consistency is not None:
+            if self.local_signal == "both" and signal is not None:
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.
-                local = min(local, consistency)
+                local = min(local, self._global_average.consistency)
         if self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0
@@ -353,7 +349,6 @@ class AutoLR(ServerRule):
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
-            "global_consistency": self._global_consistency.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
             "direction": restore_tensors(self._direction),
@@ -365,7 +360,6 @@ class AutoLR(ServerRule):
         self._alpha = float(state["alpha"])
         self._client_lr = float(state["client_lr"])
         self._global_average.load_state_dict(state["global_signal"])
-        self._global_consistency.load_state_dict(state["global_consistency"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
         self._direction = restore_tensors(state["direction"])

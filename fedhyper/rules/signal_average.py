@@ -26,8 +26,9 @@ class SignalAverage:
         \hat e_n = \frac{e_n}{1 - \rho^n}, \qquad
         \tilde e_n = \frac{e_n}{\sqrt{v_n (1 - \rho^n)}}
 
-    :meth:`add` returns :math:`\hat e_n`, or with ``rms_normalised`` the average over the
-    RMS, :math:`\tilde e_n \in [-1, 1]` by Cauchy–Schwarz (1 for a signal that kept its
+    :meth:`add` returns :math:`\hat e_n` (:attr:`mean`), or with ``rms_normalised`` the
+    average over the RMS (:attr:`consistency`; both are kept whatever the mode),
+    :math:`\tilde e_n \in [-1, 1]` by Cauchy–Schwarz (1 for a signal that kept its
     sign and size, near 0 for one that flips; 0 while every signal was 0). With
     :math:`\rho = 0` it returns :math:`s_n`, or its sign.
 
@@ -50,15 +51,22 @@ class SignalAverage:
         self._count = 0
 
     def add(self, signal: float) -> float:
-        """Take the next signal and return the corrected (or normalised) average."""
+        """Take the next signal and return :attr:`consistency` or :attr:`mean`, per the mode."""
         rho = self.smoothing
         self._count += 1
         self._average = rho * self._average + (1.0 - rho) * signal
         self._power = rho * self._power + (1.0 - rho) * signal * signal
-        correction = 1.0 - rho**self._count
-        if not self.rms_normalised:
-            return self._average / correction
-        power = self._power * correction
+        return self.consistency if self.rms_normalised else self.mean
+
+    @property
+    def mean(self) -> float:
+        r"""The bias-corrected average :math:`\hat e_n` (0 before any signal)."""
+        return self._average / (1.0 - self.smoothing**self._count) if self._count else 0.0
+
+    @property
+    def consistency(self) -> float:
+        r"""The average over the RMS, :math:`\tilde e_n` (0 before any signal, or all were 0)."""
+        power = self._power * (1.0 - self.smoothing**self._count)
         return self._average / math.sqrt(power) if power > 0.0 else 0.0
 
     def state_dict(self) -> dict[str, Any]:
