@@ -96,7 +96,9 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
             if name != REFERENCE and np.allclose(mean, mean[0]):
                 continue  # constant: shown by FedAvg's line
             axis.plot(np.arange(1, len(mean) + 1), mean, label=name)
-        axis.set(xlabel="round", ylabel=ylabel)
+        # Learning rates here move multiplicatively and span decades (a 10% drift of a
+        # base LR beside a swing between bounds): a log axis shows both.
+        axis.set(xlabel="round", ylabel=ylabel, yscale="log")
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
     _stamp(figure, data)
