@@ -21,6 +21,9 @@ Ingredients, each with its own off switch (``0`` or ``False``):
   keeps its meaning (a steady :math:`\Delta` moves the model by :math:`\alpha\Delta`), or
   as a heavy ball (FedAvgM's form: a steady :math:`\Delta` moves it by
   :math:`\alpha\Delta/(1-\mu)`), so that :math:`\alpha_0 = 1` starts where FedAvgM is;
+* optionally, an adaptive restart of that momentum (O'Donoghue and Candès 2015): while
+  the averaged global signal is negative, the last step overshot, and the momentum
+  restarts from this round's update instead of carrying the overshoot on;
 * multiplicative (log-space) rather than additive steps;
 * a schedule of the clients' LR from the server, driven by the clients' own
   hypergradient cosine (:class:`~fedhyper.rules.descent_cosine.DescentCosine`) or by
@@ -74,6 +77,7 @@ _STATE_KEYS = (
     "global_signal",
     "local_signal",
     "rounds",
+    "momentum_rounds",
     "direction",
 )
 
@@ -115,6 +119,9 @@ class AutoLR(ServerRule):
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
+    ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first and
+    counts the bias correction's power from there, so its step is :math:`\alpha_t\Delta_t`.
+    With
     ``heavy_ball=True`` the momentum is FedAvgM's instead,
     :math:`m_t = \mu m_{t-1} + \Delta_t` and :math:`w_{t+1} = w_t + \alpha_t m_t`. With
     ``log_space=False`` the two LRs move additively instead,
@@ -153,6 +160,8 @@ class AutoLR(ServerRule):
         :math:`\rho \in [0, 1)`; 0 uses each round's cosine as is.
     heavy_ball
         FedAvgM's momentum (an undamped sum) rather than an exponential average.
+    restart
+        Restart the momentum in every round whose averaged global signal is negative.
     rms_normalised, local_rms_normalised
         Divide the global (local) signal's average by its RMS, see above.
     log_space
@@ -195,6 +204,7 @@ class AutoLR(ServerRule):
         heavy_ball: bool = False,
         rms_normalised: bool = False,
         local_rms_normalised: bool = False,
+        restart: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -219,6 +229,7 @@ class AutoLR(ServerRule):
         self.local_hyper_lr = float(local_hyper_lr)
         self.momentum = float(momentum)
         self.heavy_ball = heavy_ball
+        self.restart = restart
         self.log_space = log_space
         self.local_signal = local_signal
         self.global_signal = global_signal
@@ -230,6 +241,7 @@ class AutoLR(ServerRule):
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
         )
         self._rounds = 0
+        self._momentum_rounds = 0
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -317,11 +329,16 @@ class AutoLR(ServerRule):
         with torch.no_grad():
             if self._direction is None:
                 self._direction = [torch.zeros_like(d) for d in delta]
+            elif self.restart and smoothed < 0.0:
+                # The last step overshot: carrying its momentum on would overshoot again.
+                torch._foreach_zero_(self._direction)
+                self._momentum_rounds = 0
+            self._momentum_rounds += 1
             # m <- mu m + (1 - mu) Delta (or + Delta), in place on the rule's own buffer.
             torch._foreach_mul_(self._direction, self.momentum)
             weight = 1.0 if self.heavy_ball else 1.0 - self.momentum
             torch._foreach_add_(self._direction, list(delta), alpha=weight)
-            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._rounds
+            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._momentum_rounds
             scale = self._alpha / correction
             update = list(torch._foreach_mul(self._direction, scale))
         return ServerStep(
@@ -344,13 +361,14 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round count and :math:`m`."""
+        """Return both LRs, both signals' averages, the round counts and :math:`m`."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
+            "momentum_rounds": self._momentum_rounds,
             "direction": restore_tensors(self._direction),
         }
 
@@ -362,4 +380,5 @@ class AutoLR(ServerRule):
         self._global_average.load_state_dict(state["global_signal"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
+        self._momentum_rounds = int(state["momentum_rounds"])
         self._direction = restore_tensors(state["direction"])

@@ -30,6 +30,9 @@ class AutoParams(StrategyConfig):
         μ, the momentum of the updates the server steps along.
     heavy_ball : bool
         FedAvgM's momentum, m ← μm + Δ, rather than the average m ← μm + (1 − μ)Δ.
+    restart : bool
+        Restart the momentum from the round's update whenever the averaged global
+        signal is negative (the last step overshot).
     signal_smoothing : float
         ρ, the exponential average of the global cosine over rounds.
     rms_normalised : bool
@@ -60,6 +63,7 @@ class AutoParams(StrategyConfig):
     global_lr_max: float = 10.0
     server_momentum: float = 0.9
     heavy_ball: bool = False
+    restart: bool = False
     signal_smoothing: float = 0.5
     rms_normalised: bool = False
     local_rms_normalised: bool = False
@@ -104,6 +108,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         global_signal=params.global_signal,
         probe_examples=params.probe_examples,
         heavy_ball=params.heavy_ball,
+        restart=params.restart,
         rms_normalised=params.rms_normalised,
         local_rms_normalised=params.local_rms_normalised,
     )
