@@ -77,7 +77,6 @@ _STATE_KEYS = (
     "global_signal",
     "local_signal",
     "rounds",
-    "momentum_rounds",
     "direction",
 )
 
@@ -119,8 +118,10 @@ class AutoLR(ServerRule):
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
-    ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first and
-    counts the bias correction's power from there, so its step is :math:`\alpha_t\Delta_t`.
+    ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first, and
+    the bias correction keeps its count, so the step shrinks to about
+    :math:`\alpha_t(1-\mu)\Delta_t` and grows back as the average refills: α was learnt for
+    the averaged direction, whose norm is smaller than one noisy :math:`\Delta_t`'s.
     With
     ``heavy_ball=True`` the momentum is FedAvgM's instead,
     :math:`m_t = \mu m_{t-1} + \Delta_t` and :math:`w_{t+1} = w_t + \alpha_t m_t`. With
@@ -241,7 +242,6 @@ class AutoLR(ServerRule):
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
         )
         self._rounds = 0
-        self._momentum_rounds = 0
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -332,13 +332,11 @@ class AutoLR(ServerRule):
             elif self.restart and smoothed < 0.0:
                 # The last step overshot: carrying its momentum on would overshoot again.
                 torch._foreach_zero_(self._direction)
-                self._momentum_rounds = 0
-            self._momentum_rounds += 1
             # m <- mu m + (1 - mu) Delta (or + Delta), in place on the rule's own buffer.
             torch._foreach_mul_(self._direction, self.momentum)
             weight = 1.0 if self.heavy_ball else 1.0 - self.momentum
             torch._foreach_add_(self._direction, list(delta), alpha=weight)
-            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._momentum_rounds
+            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._rounds
             scale = self._alpha / correction
             update = list(torch._foreach_mul(self._direction, scale))
         return ServerStep(
@@ -361,14 +359,13 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round counts and :math:`m`."""
+        """Return both LRs, both signals' averages, the round count and :math:`m`."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
-            "momentum_rounds": self._momentum_rounds,
             "direction": restore_tensors(self._direction),
         }
 
@@ -380,5 +377,4 @@ class AutoLR(ServerRule):
         self._global_average.load_state_dict(state["global_signal"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
-        self._momentum_rounds = int(state["momentum_rounds"])
         self._direction = restore_tensors(state["direction"])

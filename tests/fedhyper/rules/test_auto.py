@@ -114,17 +114,18 @@ def test_restart_drops_the_momentum_of_an_overshooting_step_by_hand() -> None:
     # cos([1, 1], m) = 1/sqrt(2) > 0: no restart; m = [0.75, 0.5], corrected by 1 - 0.25.
     second = rule.step(vec(1.0, 1.0))
     assert torch.allclose(second.update[0], second.global_lr * torch.tensor([1.0, 2 / 3]).double())
-    # cos([-1, 0], [0.75, 0.5]) < 0: m restarts at 0.5 [-1, 0], corrected by 1 - 0.5, so
-    # the step is the round's update alone (without restart: m = [-0.125, 0.25]).
+    # cos([-1, 0], [0.75, 0.5]) < 0: m restarts at 0.5 [-1, 0], still corrected by
+    # 1 - 0.5^3 (without restart: m = [-0.125, 0.25]).
     third = rule.step(vec(-1.0, 0.0))
     cosine = -0.75 / math.hypot(0.75, 0.5)
     assert third.hypergradient == pytest.approx(cosine)
     assert third.global_lr == pytest.approx(second.global_lr * math.exp(0.5 * cosine))
-    assert torch.allclose(third.update[0], third.global_lr * torch.tensor([-1.0, 0.0]).double())
-    # cos([-1, 0], m) = 1: momentum again, its correction counted from the restart.
+    expected = third.global_lr * torch.tensor([-0.5, 0.0]).double() / 0.875
+    assert torch.allclose(third.update[0], expected)
+    # cos([-1, 0], m) = 1: the average refills, m = [-0.75, 0], corrected by 1 - 0.5^4.
     fourth = rule.step(vec(-1.0, 0.0))
-    assert torch.allclose(fourth.update[0], fourth.global_lr * torch.tensor([-1.0, 0.0]).double())
-    assert rule.state_dict()["momentum_rounds"] == 2
+    expected = fourth.global_lr * torch.tensor([-0.75, 0.0]).double() / 0.9375
+    assert torch.allclose(fourth.update[0], expected)
 
 
 def test_rms_normalised_signal_by_hand() -> None:
