@@ -121,8 +121,7 @@ class AutoLR(ServerRule):
     ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first, and
     the bias correction keeps its count, so the step shrinks to about
     :math:`\alpha_t(1-\mu)\Delta_t` and grows back as the average refills: α was learnt for
-    the averaged direction, whose norm is smaller than one noisy :math:`\Delta_t`'s.
-    With
+    the averaged direction, whose norm is smaller than one noisy :math:`\Delta_t`'s. With
     ``heavy_ball=True`` the momentum is FedAvgM's instead,
     :math:`m_t = \mu m_{t-1} + \Delta_t` and :math:`w_{t+1} = w_t + \alpha_t m_t`. With
     ``log_space=False`` the two LRs move additively instead,
