@@ -22,10 +22,18 @@ Both run the same composed :class:`~fedhyper.config.ExperimentConfig`. Federated
 evaluation is off (``strategy.evaluate_clients_per_round=0``) and centralised evaluation
 runs in both, on a 200-example test subset (``dataset.test_examples=200``).
 
+flower, attached
+    The same, attached to a Ray head started beforehand
+    (:class:`strategies.ray_cluster.RayHead`), as every run of a sweep but its first
+    is: only its start-up is reported.
+
 Seconds per round are the mean over rounds 2..R (round 1 carries the one-off warm-up
 of the workers). ``startup_s`` is the time from calling ``simulate`` to the end of round
-1, less one steady round: everything the first round costs beyond a later one (Ray and
-SuperNodes, partition discovery, worker imports, data decoding in the workers).
+1, less one steady round: everything the first round costs beyond a later one. Its
+breakdown: ``ray`` until Ray is initialised (started, or attached to), ``workers``
+until every simulated SuperNode has answered the server's first query (the ClientApp
+workers started and imported the project), ``first_round`` the rest (the workers' first
+use of torch's optimisers and of their data, the server's first round).
 ``peak_rss_mb`` is the peak over the run of the summed RSS of the child process and all
 its descendants (Ray's raylet, GCS and workers), sampled from ``/proc`` every 0.25 s;
 shared pages (libtorch in every worker) count once per process, so ``peak_pss_mb``
@@ -57,6 +65,8 @@ from benchmarks.provenance import write_result
 from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.history import HISTORY_FILE, read_history
+from strategies.callbacks import RoundCallback, RunContext
+from strategies.ray_cluster import RAY_ADDRESS_ENV, RayHead
 from strategies.simulation import concurrent_clients
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
@@ -185,6 +195,17 @@ def experiment(
     )
 
 
+class RunStartMark(RoundCallback):
+    """Note when the run's rounds can start: every simulated SuperNode has answered."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def on_run_start(self, run: RunContext) -> None:
+        """Take the time."""
+        self.at = time.perf_counter()
+
+
 def flower(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run the experiment through :func:`strategies.simulation.simulate` and time it.
 
@@ -199,37 +220,74 @@ def flower(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     -------
     dict
         ``round_s`` (from the history's ``wall_s``), ``first_round_end_s`` (from the
-        call to the first history row, polled every 20 ms), ``total_s`` and
-        ``accuracy``.
+        call to the first history row, polled every 20 ms), ``ray_ready_s`` (to Ray
+        initialised, polled the same way), ``nodes_ready_s`` (to the run's start, after
+        the SuperNodes answered), ``total_s`` and ``accuracy``.
 
     """
+    import ray
+
+    from strategies.runner import default_callbacks
     from strategies.simulation import simulate
 
     history = run_dir / HISTORY_FILE
     first_row: list[float] = []
+    ray_ready: list[float] = []
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
+            if not ray_ready and ray.is_initialized():
+                ray_ready.append(time.perf_counter())
             if history.exists() and history.stat().st_size > 0:
                 first_row.append(time.perf_counter())
                 return
             time.sleep(0.02)
 
+    mark = RunStartMark()
     watcher = threading.Thread(target=watch, daemon=True)
     start = time.perf_counter()
     watcher.start()
-    summary = simulate(config, run_dir)
+    summary = simulate(config, run_dir, [mark, *default_callbacks()])
     total_s = time.perf_counter() - start
     done.set()
     watcher.join()
     walls = [0.0, *(float(row["wall_s"]) for row in read_history(run_dir))]
+
+    def since_start(marks: Sequence[float]) -> float:
+        return marks[0] - start if marks else float("nan")
+
     return {
         "round_s": [b - a for a, b in itertools.pairwise(walls)],
-        "first_round_end_s": first_row[0] - start if first_row else float("nan"),
+        "first_round_end_s": since_start(first_row),
+        "ray_ready_s": since_start(ray_ready),
+        "nodes_ready_s": since_start([mark.at] if mark.at is not None else []),
         "total_s": total_s,
         "accuracy": summary.final_accuracy,
     }
+
+
+def startup(result: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """Return a Flower run's start-up and its breakdown (see the module docstring)."""
+    steady_s = steady(result["round_s"])
+    total = result["first_round_end_s"] - steady_s
+    breakdown = {
+        "ray": result["ray_ready_s"],
+        "workers": result["nodes_ready_s"] - result["ray_ready_s"],
+        "first_round": result["first_round_end_s"] - result["nodes_ready_s"] - steady_s,
+    }
+    return round(total, 2), {key: round(value, 2) for key, value in breakdown.items()}
+
+
+def attached_flower(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """Run :func:`flower` attached to a Ray head started (and stopped) around it."""
+    head = RayHead()
+    os.environ[RAY_ADDRESS_ENV] = head.address
+    try:
+        return flower(config, run_dir)
+    finally:
+        del os.environ[RAY_ADDRESS_ENV]
+        head.stop()
 
 
 def _children() -> dict[int, list[int]]:
@@ -322,6 +380,9 @@ def measure(case: Case, rounds: int, strategy: str, extra: Sequence[str]) -> dic
     parallel = run_child(["--child", "parallel", *child])
     sequential = run_child(["--child", "floor", *child])
     flower_result = run_child(["--child", "flower", *child])
+    attached = run_child(["--child", "attached", *child])
+    startup_s, startup_breakdown = startup(flower_result)
+    attached_startup_s, attached_breakdown = startup(attached)
     with tempfile.TemporaryDirectory() as tmp:
         config = experiment(case, rounds, strategy, extra, Path(tmp))
     parallel_s = steady(parallel["round_s"])
@@ -335,7 +396,10 @@ def measure(case: Case, rounds: int, strategy: str, extra: Sequence[str]) -> dic
         "sequential_floor_s_per_round": round(steady(sequential["round_s"]), 3),
         "flower_s_per_round": round(flower_s, 3),
         "ratio": round(flower_s / parallel_s, 2),
-        "startup_s": round(flower_result["first_round_end_s"] - flower_s, 2),
+        "startup_s": startup_s,
+        "startup_breakdown_s": startup_breakdown,
+        "attached_startup_s": attached_startup_s,
+        "attached_startup_breakdown_s": attached_breakdown,
         "peak_rss_mb": flower_result["peak_rss_mb"],
         "peak_pss_mb": flower_result["peak_pss_mb"],
         "breakdown_s_per_round": {
@@ -383,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="extra Hydra override for both paths, e.g. client.device=cuda (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=RESULT)
-    parser.add_argument("--child", choices=("parallel", "floor", "flower"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("parallel", "floor", "flower", "attached"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 2:
@@ -396,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             config = experiment(case, args.rounds, args.strategy, args.override, run_dir)
             if args.child == "flower":
                 result = flower(config, run_dir)
+            elif args.child == "attached":
+                result = attached_flower(config, run_dir)
             else:
                 workers = concurrent_clients(config.simulation) if args.child == "parallel" else 1
                 result = floor(config, workers)
@@ -426,6 +494,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "flower_and_ray: flower_s_per_round - parallel_floor_s_per_round"
                 ),
                 "startup_s": "call of simulate() to end of round 1, less one steady round",
+                "startup_breakdown_s": (
+                    "ray: to Ray initialised; workers: to every SuperNode's answer to the "
+                    "first query; first_round: the rest"
+                ),
+                "attached_startup_s": (
+                    "the same, attached to a Ray head started beforehand (a sweep's "
+                    "later runs); its breakdown likewise"
+                ),
                 "peak_rss_mb": "peak summed RSS of the Flower run's process tree (Ray incl.)",
                 "peak_pss_mb": "the same, proportional set size (shared pages split)",
             },

@@ -23,7 +23,6 @@ bad arguments); any other exit is for its supervisor to restart
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import importlib.metadata
 import logging
@@ -38,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+
+from fedhyper.processes import die_with_parent
 
 # Flower's internals are imported inside the functions that use them, so that under
 # another Flower release ``main`` can refuse with one line before any of them is needed.
@@ -72,7 +73,6 @@ QUIET_IMPORT_ENV = {
 """Settings under which the warm imports start no thread (see ``warm_imports``)."""
 STOP_GRACE_S = 10.0
 """How long ClientApps get to report their end after SIGTERM before they are killed."""
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class LauncherError(Exception):
@@ -184,14 +184,6 @@ def forget_project_modules(packages: Sequence[str] = PROJECT_PACKAGES) -> None:
     """
     for name in [name for name in sys.modules if name.split(".")[0] in packages]:
         del sys.modules[name]
-
-
-def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
-    """Ask Linux to send ``sig`` to this process when the process that started it exits."""
-    expected_parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-    if os.getppid() != expected_parent:  # the parent exited before the request
-        os.kill(os.getpid(), sig)
 
 
 def process_exists(pid: int) -> bool:

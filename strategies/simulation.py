@@ -5,42 +5,54 @@ ClientApps use. Each ClientApp (a Ray actor) runs torch on as many threads as it
 CPUs (Ray sets ``OMP_NUM_THREADS`` from ``num_cpus``), so the workers together keep
 every core busy without oversubscribing it; the clients are multiplexed over one
 simulated SuperNode per worker unless ``simulation.num_supernodes`` says otherwise.
+
+With ``RAY_ADDRESS`` set, the run attaches to that running Ray cluster instead (several
+machines, or one ``ray start --head`` that a sweep's runs share, so that none of them
+pays for starting Ray) and sizes the workers by the cluster's CPUs and GPUs.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from flwr.simulation import run_simulation
 
 from clients.client_app import app as client_app
 from fedhyper.config import ExperimentConfig, SimulationConfig
+from fedhyper.errors import FedHyperError, one_line
 from fedhyper.history import RunSummary
 from strategies.callbacks import RoundCallback
+from strategies.ray_cluster import (
+    OBJECT_STORE_BYTES,
+    RAY_ADDRESS_ENV,
+    available_cpus,
+    check_reachable,
+)
 from strategies.server_app import build_server_app
 
-OBJECT_STORE_BYTES = 512 * 2**20
-"""Ray's shared-memory object store: a round's bundled messages (a model per client at
-most) fit, where Ray's default (30 % of RAM) would reserve gigabytes."""
+
+class RayClusterError(FedHyperError):
+    """``RAY_ADDRESS`` names a Ray cluster that cannot be reached."""
 
 
-def available_cpus() -> int:
-    """Return the cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def concurrent_clients(simulation: SimulationConfig) -> int:
-    """Return how many ClientApps the machine runs at once (at least 1).
+def concurrent_clients(
+    simulation: SimulationConfig, resources: Mapping[str, float] | None = None
+) -> int:
+    """Return how many ClientApps run at once (at least 1).
 
     Parameters
     ----------
     simulation : SimulationConfig
         The CPUs and GPU share of one ClientApp.
+    resources : mapping or None
+        Ray's ``CPU`` and ``GPU`` totals to fit them in; ``None`` means this machine's.
 
     Returns
     -------
@@ -49,28 +61,76 @@ def concurrent_clients(simulation: SimulationConfig) -> int:
         ClientApps use some.
 
     """
-    workers = int(available_cpus() // simulation.num_cpus_per_client)
+    cpus = available_cpus() if resources is None else resources.get("CPU", 0.0)
+    workers = int(cpus // simulation.num_cpus_per_client)
     if simulation.num_gpus_per_client > 0:
-        gpus = torch.cuda.device_count()
+        gpus = torch.cuda.device_count() if resources is None else resources.get("GPU", 0.0)
         workers = min(workers, math.floor(gpus / simulation.num_gpus_per_client + 1e-9))
     return max(1, workers)
 
 
-def backend_config(simulation: SimulationConfig) -> dict[str, Any]:
-    """Return Flower's Ray backend settings: the ClientApp's resources and a lean Ray."""
+def backend_config(simulation: SimulationConfig, attached: bool = False) -> dict[str, Any]:
+    """Return Flower's Ray backend settings: the ClientApp's resources and a lean Ray.
+
+    Parameters
+    ----------
+    simulation : SimulationConfig
+        The CPUs and GPU share of one ClientApp.
+    attached : bool
+        Whether the run attaches to a running cluster, whose size and object store
+        were set when it started (Ray refuses them as arguments then).
+
+    Returns
+    -------
+    dict
+        Flower's ``backend_config``.
+
+    """
+    resources = {
+        "num_cpus": simulation.num_cpus_per_client,
+        "num_gpus": simulation.num_gpus_per_client,
+    }
+    if attached:
+        return {"client_resources": resources, "init_args": {}}
     gpus = torch.cuda.device_count() if simulation.num_gpus_per_client > 0 else 0
     return {
-        "client_resources": {
-            "num_cpus": simulation.num_cpus_per_client,
-            "num_gpus": simulation.num_gpus_per_client,
-        },
+        "client_resources": resources,
         "init_args": {
+            # Without an address Ray would join a cluster some `ray start` left running.
+            "address": "local",
             "num_cpus": available_cpus(),
             "num_gpus": gpus,
             "include_dashboard": False,
             "object_store_memory": OBJECT_STORE_BYTES,
         },
     }
+
+
+def attach_to_cluster(address: str) -> dict[str, float]:
+    """Connect this process to the Ray cluster at ``address`` and return its resources.
+
+    Flower's backend then finds Ray initialised and uses the connection; its shutdown
+    at the end of the run disconnects and leaves the cluster running.
+
+    Raises
+    ------
+    RayClusterError
+        If no cluster answers at ``address``.
+
+    """
+    # The cluster's workers import this project's modules wherever they start, as the
+    # workers of a private Ray (Flower passes its driver's path the same way).
+    path = os.pathsep.join(filter(None, [*sys.path, os.environ.get("PYTHONPATH")]))
+    try:
+        check_reachable(address)
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    except (OSError, RuntimeError, ValueError) as error:
+        raise RayClusterError(
+            f"{RAY_ADDRESS_ENV}={address}: no Ray cluster to attach to ({one_line(error)}); "
+            f"start one with `ray start --head`, or unset {RAY_ADDRESS_ENV} for a private Ray"
+        ) from None
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # Ray is untyped here
+    return {key: float(value) for key, value in resources.items()}
 
 
 def simulate(
@@ -97,18 +157,26 @@ def simulate(
 
     Raises
     ------
+    RayClusterError
+        If ``RAY_ADDRESS`` is set and no cluster answers there.
     RuntimeError
         If the simulation ended without writing its summary.
 
     """
     simulation = config.simulation
-    run_simulation(
-        server_app=build_server_app(config, run_dir, callbacks),
-        client_app=client_app,
-        num_supernodes=simulation.num_supernodes or concurrent_clients(simulation),
-        backend_name=simulation.backend,
-        backend_config=backend_config(simulation),
-    )
+    address = os.environ.get(RAY_ADDRESS_ENV)
+    resources = attach_to_cluster(address) if address else None
+    try:
+        run_simulation(
+            server_app=build_server_app(config, run_dir, callbacks),
+            client_app=client_app,
+            num_supernodes=simulation.num_supernodes or concurrent_clients(simulation, resources),
+            backend_name=simulation.backend,
+            backend_config=backend_config(simulation, attached=resources is not None),
+        )
+    finally:
+        # Flower shuts Ray down after a run; this covers a run that failed before that.
+        ray.shutdown()
     try:
         return RunSummary.load(run_dir)
     except FileNotFoundError:

@@ -31,11 +31,12 @@ import torch
 
 from benchmarks.deployment_cost import free_port_block
 from clients.client_app import DATA_DIR_KEY, local_data
-from clients.warm_launcher import READY_LINE, die_with_parent
+from clients.warm_launcher import READY_LINE
 from fedhyper.compose import compose_config
 from fedhyper.data.source import ENV_DATA_DIR, resolve_data_dir
 from fedhyper.errors import ConfigError, DatasetUnavailableError
 from fedhyper.history import read_history
+from fedhyper.processes import die_with_parent
 from fedhyper.wire import PARTITION_ID_KEY, ClientTask
 from tests.support.paths import ROOT as REPO
 
