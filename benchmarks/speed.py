@@ -24,7 +24,7 @@ runs in both, on a 200-example test subset (``dataset.test_examples=200``).
 
 flower, attached
     The same, attached to a Ray head started beforehand
-    (:class:`strategies.ray_cluster.RayHead`), as every run of a sweep but its first
+    (:func:`strategies.ray_cluster.attached_head`), as every run of a sweep but its first
     is: only its start-up is reported.
 
 Seconds per round are the mean over rounds 2..R (round 1 carries the one-off warm-up
@@ -66,7 +66,7 @@ from fedhyper.compose import compose_config
 from fedhyper.config import ExperimentConfig
 from fedhyper.history import HISTORY_FILE, read_history
 from strategies.callbacks import RoundCallback, RunContext
-from strategies.ray_cluster import RAY_ADDRESS_ENV, RayHead
+from strategies.ray_cluster import attached_head
 from strategies.simulation import concurrent_clients
 
 RESULT = Path(__file__).parent / "results" / "speed.json"
@@ -281,13 +281,8 @@ def startup(result: dict[str, Any]) -> tuple[float, dict[str, float]]:
 
 def attached_flower(config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """Run :func:`flower` attached to a Ray head started (and stopped) around it."""
-    head = RayHead()
-    os.environ[RAY_ADDRESS_ENV] = head.address
-    try:
+    with attached_head():
         return flower(config, run_dir)
-    finally:
-        del os.environ[RAY_ADDRESS_ENV]
-        head.stop()
 
 
 def _children() -> dict[int, list[int]]:

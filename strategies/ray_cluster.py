@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,21 @@ class RayHead:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def attached_head(num_cpus: int | None = None) -> Iterator[RayHead]:
+    """Start a :class:`RayHead` and point this process's runs at it while inside.
+
+    ``RAY_ADDRESS`` names the head until the block ends, then the head stops.
+    """
+    head = RayHead(num_cpus)
+    os.environ[RAY_ADDRESS_ENV] = head.address
+    try:
+        yield head
+    finally:
+        os.environ.pop(RAY_ADDRESS_ENV, None)
+        head.stop()
+
+
 class SharedRayHead(Callback):
     """Hydra callback: a multirun's runs share one :class:`RayHead`.
 
@@ -177,20 +193,15 @@ class SharedRayHead(Callback):
     """
 
     def __init__(self) -> None:
-        self._head: RayHead | None = None
+        self._sweep = contextlib.ExitStack()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Start the head and point the runs at it."""
         if os.environ.get(RAY_ADDRESS_ENV):
             return
-        self._head = RayHead()
-        os.environ[RAY_ADDRESS_ENV] = self._head.address
-        LOGGER.info("fedhyper: the sweep's runs share one Ray head at %s", self._head.address)
+        head = self._sweep.enter_context(attached_head())
+        LOGGER.info("fedhyper: the sweep's runs share one Ray head at %s", head.address)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Stop the head the sweep started, if any."""
-        if self._head is None:
-            return
-        os.environ.pop(RAY_ADDRESS_ENV, None)
-        self._head.stop()
-        self._head = None
+        self._sweep.close()
