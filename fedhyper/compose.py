@@ -7,6 +7,8 @@ choices and overrides and composes them with :func:`compose_config`.
 
 from __future__ import annotations
 
+import math
+
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import is_dataclass
@@ -75,10 +77,18 @@ def _first_set(*values: object) -> object:
     return next((value for value in values if value is not None), None)
 
 
+def _product(*factors: float) -> float:
+    return math.prod(float(factor) for factor in factors)
+
+
 # `hydra.run.dir` is the first of `resume`, `logging.output_dir` and a fresh dated folder
 # (conf/config.yaml), so a resumed run logs into the run it continues.
 if not OmegaConf.has_resolver("first_set"):
     OmegaConf.register_new_resolver("first_set", _first_set)
+# A robustness arm whose server LR lives on another scale than FedAvg's takes alpha_0 as
+# a multiple of its own default (conf/arm/fedadam.yaml).
+if not OmegaConf.has_resolver("product"):
+    OmegaConf.register_new_resolver("product", _product)
 
 
 def group_options(group: str, search_dirs: Sequence[Path] = ()) -> list[str]:

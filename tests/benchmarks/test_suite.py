@@ -40,6 +40,8 @@ def test_suite_configs_compose_and_validate(preset: str) -> None:
                         global_lr,
                         0.0,
                     )
+                if arm == "fedadam":  # alpha_0 scales FedAdam's own server LR
+                    assert config.strategy.server_lr == pytest.approx(0.01 * global_lr)
 
 
 def test_the_hdet_suites_arms_compose_and_validate() -> None:
