@@ -8,7 +8,6 @@ choices and overrides and composes them with :func:`compose_config`.
 from __future__ import annotations
 
 import math
-
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import is_dataclass
