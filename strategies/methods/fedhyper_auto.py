@@ -62,13 +62,13 @@ class AutoParams(StrategyConfig):
     global_lr_min: float = 0.1
     global_lr_max: float = 10.0
     server_momentum: float = 0.9
-    heavy_ball: bool = False
-    restart: bool = False
+    heavy_ball: bool = True
+    restart: bool = True
     signal_smoothing: float = 0.5
     rms_normalised: bool = False
     local_rms_normalised: bool = False
     log_space: bool = True
-    local_signal: str = "clients"
+    local_signal: str = "server"
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0

@@ -500,14 +500,23 @@ def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str, horizon
     assert means[50.0] < -0.2
 
 
-def test_clients_train_with_the_lr_fedhyper_auto_schedules(tmp_path: Path) -> None:
-    cfg = config("strategy=fedhyper_auto", "num_rounds=3", "client.lr=0.001")
+@pytest.mark.parametrize("local_signal", ["server", "clients"])
+def test_clients_train_with_the_lr_fedhyper_auto_schedules(
+    tmp_path: Path, local_signal: str
+) -> None:
+    cfg = config(
+        "strategy=fedhyper_auto",
+        "num_rounds=3",
+        "client.lr=0.001",
+        f"strategy.local_signal={local_signal}",
+    )
     run_in_process(cfg, tmp_path)
     history = read_history(tmp_path)
     assert history[0]["scheduled_client_lr"] == 0.001
     for row in history:
         assert row["client_lr_min"] == row["client_lr_max"] == row["scheduled_client_lr"]
-    # LR 0.001 with 2 local steps is far too small: the clients' cosine pushes it up.
+    # LR 0.001 with 2 local steps is far too small: either signal pushes it up (the
+    # global one from round 2, when the clients first have a server step to compare).
     assert history[-1]["scheduled_client_lr"] > 0.001
 
 
