@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 from omegaconf import OmegaConf
 
 from clients.client_app import app as client_app
@@ -35,6 +34,7 @@ from fedhyper.errors import ConfigError
 from fedhyper.wire import BilevelQuery
 from strategies.bilevel_shards import FederatedShards
 from strategies.federation import find_partition_nodes
+from strategies.simulation import run_on_ray
 
 LOGGER = logging.getLogger("fedhyper")
 
@@ -245,18 +245,11 @@ def simulate_fedmaid(config: FedMAIDConfig, run_dir: Path) -> list[dict[str, Any
         If the simulation ended without writing its summary.
 
     """
-    simulation = config.simulation
-    run_simulation(
-        server_app=build_fedmaid_app(config, run_dir),
-        client_app=client_app,
+    run_on_ray(
+        build_fedmaid_app(config, run_dir),
+        client_app,
+        config.simulation,
         num_supernodes=config.task.num_clients,
-        backend_name=simulation.backend,
-        backend_config={
-            "client_resources": {
-                "num_cpus": simulation.num_cpus_per_client,
-                "num_gpus": simulation.num_gpus_per_client,
-            },
-        },
     )
     if not (run_dir / SUMMARY_FILE).is_file():
         raise RuntimeError(f"the simulation failed before finishing; see the log above ({run_dir})")

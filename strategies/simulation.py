@@ -22,6 +22,8 @@ from typing import Any
 
 import ray
 import torch
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from clients.client_app import app as client_app
@@ -133,6 +135,48 @@ def attach_to_cluster(address: str) -> dict[str, float]:
     return {key: float(value) for key, value in resources.items()}
 
 
+def run_on_ray(
+    server_app: ServerApp,
+    app: ClientApp,
+    simulation: SimulationConfig,
+    num_supernodes: int = 0,
+) -> None:
+    """Run ``server_app`` and ``app`` on Flower's Ray engine, attached or private.
+
+    With ``RAY_ADDRESS`` set the run attaches to that cluster and sizes the simulated
+    SuperNodes from its resources; without it, it starts a lean private Ray on this
+    machine's CPUs (:func:`backend_config`), never one some ``ray start`` left running.
+
+    Parameters
+    ----------
+    server_app, app : ServerApp, ClientApp
+        The run.
+    simulation : SimulationConfig
+        The backend and one ClientApp's resources.
+    num_supernodes : int
+        How many SuperNodes to simulate; 0 sizes them as :func:`concurrent_clients`.
+
+    Raises
+    ------
+    RayClusterError
+        If ``RAY_ADDRESS`` is set and no cluster answers there.
+
+    """
+    address = os.environ.get(RAY_ADDRESS_ENV)
+    resources = attach_to_cluster(address) if address else None
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=app,
+            num_supernodes=num_supernodes or concurrent_clients(simulation, resources),
+            backend_name=simulation.backend,
+            backend_config=backend_config(simulation, attached=resources is not None),
+        )
+    finally:
+        # Flower shuts Ray down after a run; this covers a run that failed before that.
+        ray.shutdown()
+
+
 def simulate(
     config: ExperimentConfig,
     run_dir: Path,
@@ -164,19 +208,12 @@ def simulate(
 
     """
     simulation = config.simulation
-    address = os.environ.get(RAY_ADDRESS_ENV)
-    resources = attach_to_cluster(address) if address else None
-    try:
-        run_simulation(
-            server_app=build_server_app(config, run_dir, callbacks),
-            client_app=client_app,
-            num_supernodes=simulation.num_supernodes or concurrent_clients(simulation, resources),
-            backend_name=simulation.backend,
-            backend_config=backend_config(simulation, attached=resources is not None),
-        )
-    finally:
-        # Flower shuts Ray down after a run; this covers a run that failed before that.
-        ray.shutdown()
+    run_on_ray(
+        build_server_app(config, run_dir, callbacks),
+        client_app,
+        simulation,
+        num_supernodes=simulation.num_supernodes,
+    )
     try:
         return RunSummary.load(run_dir)
     except FileNotFoundError:
