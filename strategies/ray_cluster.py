@@ -127,11 +127,13 @@ class RayHead:
         ]
         # A file, not a pipe nobody reads, which would block Ray once full.
         self._log = self.temp_dir / "ray_start.log"
-        # A session of its own, so that stop() reaches every process of the cluster;
-        # SIGTERM when this process dies, which `ray start --block` passes on to them.
+        # A session of its own, so that stop() reaches every process of the cluster.
+        # When this process dies, however it dies, the shell gets SIGTERM and kills the
+        # whole session: `ray start` itself ignores SIGTERM while it starts up, and
+        # SIGKILL to it alone would leave its GCS and raylet running.
         with self._log.open("w", encoding="utf-8") as log:
             self._process = subprocess.Popen(
-                command,
+                ["/bin/sh", "-c", 'trap "kill -KILL 0" TERM; "$@" & wait $!', "sh", *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
