@@ -158,24 +158,6 @@ def test_restart_forgets_the_overshoot_and_holds_the_client_lr_by_hand(forgets: 
     assert fourth.client_lr == pytest.approx(held * math.exp(0.5 * fourth.hypergradient))
 
 
-def test_agree_raises_the_client_lr_at_the_faster_pace_only_when_both_agree() -> None:
-    rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, local_signal="agree")
-    paces = []
-    for descent, update in (
-        (0.9, (1.0, 0.0)),
-        (0.9, (1.0, 1.0)),
-        (0.9, (-1.0, 0.0)),
-        (0.2, (-1.0, 0.0)),
-    ):
-        before = rule.client_lr
-        rule.observe_local_signal(descent)
-        rule.step(vec(*update))
-        paces.append(math.log(rule.client_lr / before) / 0.5)
-    # No global signal yet: no move, whatever the clients say. Then the global cosines
-    # 1/sqrt(2), -1/sqrt(2) and 1: the larger while both are positive, else the global.
-    assert paces == pytest.approx([0.0, 0.9, -ROOT_HALF, 1.0])
-
-
 def test_rms_normalised_signal_by_hand() -> None:
     rule = server_signal(global_hyper_lr=0.5, momentum=0.0, smoothing=0.5, rms_normalised=True)
     rule.step(vec(1.0, 0.0))
