@@ -64,10 +64,9 @@ __all__ = [
 GLOBAL_SIGNALS = ("server", "clients")
 """What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
-LOCAL_SIGNALS = ("clients", "server", "both", "agree")
-"""What drives the clients' LR: their reported descent cosine, the global signal, the
-smaller of the descent cosine and the global signal's consistency, or the global signal
-raised to the descent cosine while both say the LR is too small."""
+LOCAL_SIGNALS = ("clients", "server", "both")
+"""What drives the clients' LR: their reported descent cosine, the global signal, or the
+smaller of the descent cosine and the global signal's consistency."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -116,10 +115,7 @@ class AutoLR(ServerRule):
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
     (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
     average over its RMS (the client LR rises only while the global step agrees; the
-    first round, without a global signal, uses :math:`c_t`), or with ``"agree"``
-    :math:`\max(\hat s_t, c_t)` while :math:`\hat s_t > 0` and :math:`\hat s_t` otherwise
-    (the global signal says whether the LR is too small; the clients' own, much larger
-    when it is, how fast to raise it). With the loss guard
+    first round, without a global signal, uses :math:`c_t`). With the loss guard
     (``probe_examples > 0``), a round whose clients' mean loss on their first
     ``probe_examples`` rows was not lower after training than before it has
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
@@ -326,21 +322,14 @@ class AutoLR(ServerRule):
         # The last step overshot: the momentum that carried it is dropped below.
         restarting = self.restart and self._direction is not None and smoothed < 0.0
         blame_momentum = restarting and self.restart_forgets
-        descent = self._local_average.add(self._pending_local_signal)
-        if self.local_signal == "clients":
-            local = descent
-        elif self.local_signal == "both":
-            # Non-IID clients can keep lowering their own loss while the global model
-            # does not improve: the client LR rises only when the global step agrees.
-            local = descent if signal is None else min(descent, self._global_average.consistency)
-        elif blame_momentum:
-            local = 0.0
-        elif self.local_signal == "agree" and smoothed > 0.0:
-            # A global cosine is small at any LR (the clients' gradients are noisy); the
-            # descent cosine of a 10x too small LR is near 1, so it sets the pace.
-            local = max(smoothed, descent)
+        if self.local_signal == "server":
+            local = 0.0 if blame_momentum else smoothed
         else:
-            local = smoothed
+            local = self._local_average.add(self._pending_local_signal)
+            if self.local_signal == "both" and signal is not None:
+                # Non-IID clients can keep lowering their own loss while the global model
+                # does not improve: the client LR rises only when the global step agrees.
+                local = min(local, self._global_average.consistency)
         if self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0
