@@ -23,10 +23,7 @@ Ingredients, each with its own off switch (``0`` or ``False``):
   :math:`\alpha\Delta/(1-\mu)`), so that :math:`\alpha_0 = 1` starts where FedAvgM is;
 * optionally, an adaptive restart of that momentum (O'Donoghue and Candès 2015): while
   the averaged global signal is negative, the last step overshot, and the momentum
-  restarts from this round's update instead of carrying the overshoot on; and, with it,
-  the overshoot is blamed on the momentum alone: the signal's average is forgotten (it
-  would go on lowering both LRs for rounds after the restart has removed the cause) and
-  the clients' LR holds in the restart round;
+  restarts from this round's update instead of carrying the overshoot on;
 * multiplicative (log-space) rather than additive steps;
 * a schedule of the clients' LR from the server, driven by the clients' own
   hypergradient cosine (:class:`~fedhyper.rules.descent_cosine.DescentCosine`) or by
@@ -125,9 +122,6 @@ class AutoLR(ServerRule):
     the bias correction keeps its count, so the step shrinks to about
     :math:`\alpha_t(1-\mu)\Delta_t` and grows back as the average refills: α was learnt for
     the averaged direction, whose norm is smaller than one noisy :math:`\Delta_t`'s. With
-    ``restart_forgets=True`` as well, a restart empties the global signal's average
-    (the next round's :math:`\hat s` is its :math:`s` alone) and, when the clients' LR
-    follows the global signal, :math:`c_t = 0` in that round. With
     ``heavy_ball=True`` the momentum is FedAvgM's instead,
     :math:`m_t = \mu m_{t-1} + \Delta_t` and :math:`w_{t+1} = w_t + \alpha_t m_t`. With
     ``log_space=False`` the two LRs move additively instead,
@@ -168,9 +162,6 @@ class AutoLR(ServerRule):
         FedAvgM's momentum (an undamped sum) rather than an exponential average.
     restart
         Restart the momentum in every round whose averaged global signal is negative.
-    restart_forgets
-        Let a restart also forget the global signal's average and hold the clients' LR
-        in that round, see above; no effect without ``restart``.
     rms_normalised, local_rms_normalised
         Divide the global (local) signal's average by its RMS, see above.
     log_space
@@ -214,7 +205,6 @@ class AutoLR(ServerRule):
         rms_normalised: bool = False,
         local_rms_normalised: bool = False,
         restart: bool = False,
-        restart_forgets: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -240,7 +230,6 @@ class AutoLR(ServerRule):
         self.momentum = float(momentum)
         self.heavy_ball = heavy_ball
         self.restart = restart
-        self.restart_forgets = restart_forgets
         self.log_space = log_space
         self.local_signal = local_signal
         self.global_signal = global_signal
@@ -319,11 +308,8 @@ class AutoLR(ServerRule):
         if signal is not None:
             smoothed = self._global_average.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
-        # The last step overshot: the momentum that carried it is dropped below.
-        restarting = self.restart and self._direction is not None and smoothed < 0.0
-        blame_momentum = restarting and self.restart_forgets
         if self.local_signal == "server":
-            local = 0.0 if blame_momentum else smoothed
+            local = smoothed
         else:
             local = self._local_average.add(self._pending_local_signal)
             if self.local_signal == "both" and signal is not None:
@@ -339,15 +325,11 @@ class AutoLR(ServerRule):
             self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
         )
         self._rounds += 1
-        if blame_momentum:
-            # The restart removes the overshoot's cause: its signal must not go on
-            # lowering the LRs in the next rounds through the average's memory.
-            self._global_average.reset()
         with torch.no_grad():
             if self._direction is None:
                 self._direction = [torch.zeros_like(d) for d in delta]
-            elif restarting:
-                # Carrying the overshooting step's momentum on would overshoot again.
+            elif self.restart and smoothed < 0.0:
+                # The last step overshot: carrying its momentum on would overshoot again.
                 torch._foreach_zero_(self._direction)
             # m <- mu m + (1 - mu) Delta (or + Delta), in place on the rule's own buffer.
             torch._foreach_mul_(self._direction, self.momentum)

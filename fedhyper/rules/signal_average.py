@@ -58,12 +58,6 @@ class SignalAverage:
         self._power = rho * self._power + (1.0 - rho) * signal * signal
         return self.consistency if self.rms_normalised else self.mean
 
-    def reset(self) -> None:
-        """Forget every signal so far: the next one is taken at face value."""
-        self._average = 0.0
-        self._power = 0.0
-        self._count = 0
-
     @property
     def mean(self) -> float:
         r"""The bias-corrected average :math:`\hat e_n` (0 before any signal)."""

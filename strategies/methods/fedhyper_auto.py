@@ -33,9 +33,6 @@ class AutoParams(StrategyConfig):
     restart : bool
         Restart the momentum from the round's update whenever the averaged global
         signal is negative (the last step overshot).
-    restart_forgets : bool
-        Blame a restart's overshoot on the momentum alone: the restart also forgets the
-        global signal's average and holds the clients' LR in that round.
     signal_smoothing : float
         ρ, the exponential average of the global cosine over rounds.
     rms_normalised : bool
@@ -67,7 +64,6 @@ class AutoParams(StrategyConfig):
     server_momentum: float = 0.9
     heavy_ball: bool = True
     restart: bool = True
-    restart_forgets: bool = False
     signal_smoothing: float = 0.5
     rms_normalised: bool = False
     local_rms_normalised: bool = False
@@ -113,7 +109,6 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         probe_examples=params.probe_examples,
         heavy_ball=params.heavy_ball,
         restart=params.restart,
-        restart_forgets=params.restart_forgets,
         rms_normalised=params.rms_normalised,
         local_rms_normalised=params.local_rms_normalised,
     )

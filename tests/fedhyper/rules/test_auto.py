@@ -128,36 +128,6 @@ def test_restart_drops_the_momentum_of_an_overshooting_step_by_hand() -> None:
     assert torch.allclose(fourth.update[0], expected)
 
 
-@pytest.mark.parametrize("forgets", [False, True])
-def test_restart_forgets_the_overshoot_and_holds_the_client_lr_by_hand(forgets: bool) -> None:
-    rule = server_signal(
-        global_hyper_lr=0.5,
-        local_hyper_lr=0.5,
-        initial_client_lr=0.01,
-        momentum=0.5,
-        smoothing=0.5,
-        heavy_ball=True,
-        local_signal="server",
-        restart=True,
-        restart_forgets=forgets,
-    )
-    rule.step(vec(1.0, 0.0))  # m = [1, 0]
-    # cos = 1: e = 0.5, corrected by 1 - 0.5 -> 1; both LRs rise by e^0.5; m = [1.5, 0].
-    second = rule.step(vec(1.0, 0.0))
-    assert second.client_lr == pytest.approx(0.01 * math.exp(0.5))
-    # cos = -1: e = 0.25 - 0.5, corrected by 1 - 0.25 -> -1/3: alpha falls, m restarts.
-    third = rule.step(vec(-1.0, 0.0))
-    assert third.global_lr == pytest.approx(math.exp(0.5 - 1 / 6))
-    assert torch.allclose(third.update[0], third.global_lr * torch.tensor([-1.0, 0.0]).double())
-    held = second.client_lr if forgets else second.client_lr * math.exp(-1 / 6)
-    assert third.client_lr == pytest.approx(held)
-    # cos = 1 with m = [-1, 0]: forgotten, the average is this signal alone; kept, it is
-    # (0.5 * -0.25 + 0.5) / (1 - 0.125) = 3/7.
-    fourth = rule.step(vec(-1.0, 0.0))
-    assert fourth.hypergradient == pytest.approx(1.0 if forgets else 3 / 7)
-    assert fourth.client_lr == pytest.approx(held * math.exp(0.5 * fourth.hypergradient))
-
-
 def test_rms_normalised_signal_by_hand() -> None:
     rule = server_signal(global_hyper_lr=0.5, momentum=0.0, smoothing=0.5, rms_normalised=True)
     rule.step(vec(1.0, 0.0))

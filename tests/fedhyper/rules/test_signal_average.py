@@ -14,15 +14,6 @@ def test_plain_average_is_bias_corrected() -> None:
     assert average.add(0.0) == pytest.approx(0.1 / 0.75)
 
 
-def test_reset_takes_the_next_signal_at_face_value() -> None:
-    average = SignalAverage(0.5, rms_normalised=True)
-    average.add(-0.9)
-    average.reset()
-    assert (average.mean, average.consistency) == (0.0, 0.0)
-    assert average.add(0.3) == pytest.approx(1.0)
-    assert average.mean == pytest.approx(0.3)
-
-
 def test_rms_normalised_average_keeps_the_sign_and_drops_the_size() -> None:
     small, large = SignalAverage(0.5, rms_normalised=True), SignalAverage(0.5, True)
     for signal in (0.01, 0.03, -0.02):
