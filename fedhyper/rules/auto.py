@@ -61,10 +61,9 @@ __all__ = [
 GLOBAL_SIGNALS = ("server", "clients")
 """What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
-LOCAL_SIGNALS = ("clients", "server", "both", "mean")
-"""What drives the clients' LR: their reported descent cosine, the global signal, the
-smaller of the descent cosine and the global signal's consistency, or the mean of the
-descent cosine and the global signal."""
+LOCAL_SIGNALS = ("clients", "server", "both")
+"""What drives the clients' LR: their reported descent cosine, the global signal, or the
+smaller of the descent cosine and the global signal's consistency."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -113,8 +112,7 @@ class AutoLR(ServerRule):
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
     (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
     average over its RMS (the client LR rises only while the global step agrees; the
-    first round, without a global signal, uses :math:`c_t`), or with ``"mean"``
-    :math:`(c_t + \hat s_t)/2` (:math:`\hat s_0 = 0`). With the loss guard
+    first round, without a global signal, uses :math:`c_t`). With the loss guard
     (``probe_examples > 0``), a round whose clients' mean loss on their first
     ``probe_examples`` rows was not lower after training than before it has
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
@@ -314,11 +312,6 @@ class AutoLR(ServerRule):
             local = smoothed
         else:
             local = self._local_average.add(self._pending_local_signal)
-            if self.local_signal == "mean":
-                # The descent cosine is greedy (it lowers the LR at any noise floor, under
-                # Adam every round); the global signal is weak (noisy gradients): each
-                # corrects the other's failure, and both agree on a far too small LR.
-                local = (local + smoothed) / 2.0
             if self.local_signal == "both" and signal is not None:
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.

@@ -42,9 +42,8 @@ class AutoParams(StrategyConfig):
         Move both LRs multiplicatively (else additively).
     local_signal : str
         What drives the clients' LR: ``clients`` (their reported descent cosine),
-        ``server`` (the global cosine), ``mean`` (the mean of the two) or ``both`` (the
-        smaller of the descent cosine and the global cosine's consistency, its average
-        over its RMS).
+        ``server`` (the global cosine) or ``both`` (the smaller of the descent cosine and
+        the global cosine's consistency, its average over its RMS).
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool

@@ -181,18 +181,6 @@ def test_both_signals_raise_the_client_lr_only_when_they_agree() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(0.2))
 
 
-def test_mean_of_both_signals_drives_the_client_lr_by_hand() -> None:
-    rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, local_signal="mean")
-    paces = []
-    for descent, update in ((0.8, (1.0, 0.0)), (0.9, (1.0, 1.0)), (-0.2, (-1.0, 0.0))):
-        before = rule.client_lr
-        rule.observe_local_signal(descent)
-        rule.step(vec(*update))
-        paces.append(math.log(rule.client_lr / before) / 0.5)
-    # No global signal in the first round (0), then the global cosines 1/sqrt(2), -1/sqrt(2).
-    assert paces == pytest.approx([0.4, (0.9 + ROOT_HALF) / 2, (-0.2 - ROOT_HALF) / 2])
-
-
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
