@@ -162,9 +162,9 @@ class DescentCosine:
     @property
     def global_cosine(self) -> float | None:
         r""":math:`\cos(-g, d_{t-1})` so far (``None`` without ``server_step`` or a step)."""
-        step, summed = self._server_step, self._gradient_sum
-        if step is not None and summed is not None and self.global_horizon == "round":
-            return -_cosine(summed, step) if self._has_step else None
+        summed = self._server_step is not None and self.global_horizon == "round"
+        if summed and self._gradient_sum is not None and self._has_step:
+            return -_cosine(self._gradient_sum, self._server_step)
         return self._global
 
     def start_epoch(self) -> None:
