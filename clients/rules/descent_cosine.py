@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fedhyper.checks import one_of
 from fedhyper.client_rules import ClientRuleSpec, RuleInputs, register_client_rule
 from fedhyper.config import ClientRuleConfig
-from fedhyper.rules.descent_cosine import DESCENT_HORIZONS, HORIZONS, DescentCosine
+from fedhyper.rules.descent_cosine import HORIZONS, DescentCosine
 
 NAME = "descent_cosine"
 
@@ -26,8 +26,7 @@ class DescentCosineSettings(ClientRuleConfig):
     ----------
     horizon : str
         ``step``: each gradient against the previous local step; ``round``: against
-        the round's displacement so far; ``gradients``: against the round's earlier
-        gradients summed (:mod:`fedhyper.rules.descent_cosine`).
+        the round's displacement so far (:mod:`fedhyper.rules.descent_cosine`).
     global_horizon : str
         The global LR's cosine with the server's last step, from the first mini-batch's
         gradient (``step``) or from the round's gradients summed (``round``).
@@ -40,7 +39,7 @@ class DescentCosineSettings(ClientRuleConfig):
 
 
 def _check(settings: DescentCosineSettings) -> None:
-    one_of("client.rule.horizon", settings.horizon, DESCENT_HORIZONS)
+    one_of("client.rule.horizon", settings.horizon, HORIZONS)
     one_of("client.rule.global_horizon", settings.global_horizon, HORIZONS)
 
 

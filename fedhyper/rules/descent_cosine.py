@@ -24,18 +24,6 @@ the round. Measured on the four presets (docs/benchmarks.md), both horizons sett
 client LR at nearly the same point; under the current defaults, the round horizon kept
 CIFAR-10's client LR near its preset value where the one-step one let it fall 2.5x.
 
-The *gradients* horizon compares the gradient with the round's earlier gradients summed,
-
-.. math:: q_k = \cos\Bigl(g_k,\ \sum_{j<k} g_j\Bigr),
-
-which is :math:`r_k` for plain SGD (its displacement is :math:`-\eta\sum_{j<k} g_j`) and
-does not depend on the optimiser otherwise: positive while the round's gradients still
-agree (the LR has not yet carried the client across its valley), negative once they
-oppose the earlier ones. Under Adam the displacement is the preconditioned sum, which
-moves noise-dominated coordinates as far as informative ones, so :math:`r_k` there is
-the greedy hypergradient of the end-of-round loss and falls at any noise floor; the
-gradients' own agreement does not carry that preconditioning.
-
 A client measures the chosen cosine at every step and reports the round's mean; the server
 (:class:`~fedhyper.rules.auto.AutoLR`) turns that into the next round's LR. The LR is
 not changed within the round.
@@ -62,13 +50,10 @@ from torch import Tensor
 from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT, bounded_cosine
 from fedhyper.rules.vector import sum_float64, zeros_like_list
 
-__all__ = ["DESCENT_HORIZONS", "HORIZONS", "DescentCosine"]
+__all__ = ["HORIZONS", "DescentCosine"]
 
 HORIZONS = ("step", "round")
 """What the gradient is compared with: the last step, or the round's displacement so far."""
-
-DESCENT_HORIZONS = (*HORIZONS, "gradients")
-"""The descent cosine's horizons: :data:`HORIZONS`, or the round's earlier gradients."""
 
 
 class DescentCosine:
@@ -83,9 +68,8 @@ class DescentCosine:
     cosine :math:`\cos(-g, d_{t-1})` (0 when either is zero).
 
     Memory: one parameter-sized buffer (the previous step, negated) with the ``step``
-    horizon, two (:math:`\theta_0` and the displacement) with ``round``, the gradients'
-    sum with ``gradients``; :math:`d_{t-1}` when given, and the gradients' sum (the same
-    one) with the ``round`` global horizon.
+    horizon, two (:math:`\theta_0` and the displacement) with ``round``; :math:`d_{t-1}`
+    when given, and the gradients' sum with the ``round`` global horizon.
 
     Parameters
     ----------
@@ -94,8 +78,7 @@ class DescentCosine:
     server_step
         :math:`d_{t-1}`, matching ``params``, or ``None``.
     horizon
-        ``"step"`` (:math:`c_k`), ``"round"`` (:math:`r_k`) or ``"gradients"``
-        (:math:`q_k`); see the module.
+        ``"step"`` (:math:`c_k`) or ``"round"`` (:math:`r_k`); see the module.
     global_horizon
         ``"step"`` (the first mini-batch) or ``"round"`` (all of them); see the module.
 
@@ -116,10 +99,9 @@ class DescentCosine:
         self._params = list(params)
         if not self._params:
             raise ValueError("DescentCosine needs at least one parameter")
-        if horizon not in DESCENT_HORIZONS:
-            raise ValueError(f"horizon must be one of {DESCENT_HORIZONS}, got {horizon!r}")
-        if global_horizon not in HORIZONS:
-            raise ValueError(f"global_horizon must be one of {HORIZONS}, got {global_horizon!r}")
+        for name, value in (("horizon", horizon), ("global_horizon", global_horizon)):
+            if value not in HORIZONS:
+                raise ValueError(f"{name} must be one of {HORIZONS}, got {value!r}")
         self.horizon = horizon
         self.global_horizon = global_horizon
         if server_step is not None and [d.shape for d in server_step] != [
@@ -138,11 +120,11 @@ class DescentCosine:
         self._global: float | None = None
         # Step horizon: before a step theta_{k-1} - theta_k = -s_{k-1}, then a snapshot
         # of theta_k. Round horizon: theta_0 - theta_k, recomputed from the origin.
-        self._buffer = [] if horizon == "gradients" else zeros_like_list(self._params)
+        self._buffer = zeros_like_list(self._params)
         self._origin = zeros_like_list(self._params) if horizon == "round" else None
         self._gradient_sum = (
             zeros_like_list(self._params)
-            if horizon == "gradients" or (server_step is not None and global_horizon == "round")
+            if server_step is not None and global_horizon == "round"
             else None
         )
         self._has_step = False
@@ -162,8 +144,7 @@ class DescentCosine:
     @property
     def global_cosine(self) -> float | None:
         r""":math:`\cos(-g, d_{t-1})` so far (``None`` without ``server_step`` or a step)."""
-        summed = self._server_step is not None and self.global_horizon == "round"
-        if summed and self._gradient_sum is not None and self._has_step:
+        if self._gradient_sum is not None and self._server_step is not None and self._has_step:
             return -_cosine(self._gradient_sum, self._server_step)
         return self._global
 
@@ -177,28 +158,24 @@ class DescentCosine:
                 torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in self._params
             ]
             if self._has_step:
-                if self.horizon == "gradients":
-                    assert self._gradient_sum is not None
-                    self._sum += _cosine(grads, self._gradient_sum)
-                else:
-                    if self._origin is not None:
-                        torch._foreach_copy_(self._buffer, self._origin)
-                        torch._foreach_sub_(self._buffer, self._params)
-                    # <-g, s> = <g, -s>; the buffer holds -s (or theta_0 - theta_k).
-                    self._sum += _cosine(grads, self._buffer)
+                if self._origin is not None:
+                    torch._foreach_copy_(self._buffer, self._origin)
+                    torch._foreach_sub_(self._buffer, self._params)
+                # <-g, s> = <g, -s>; the buffer holds -s (or theta_0 - theta_k).
+                self._sum += _cosine(grads, self._buffer)
                 self._count += 1
-            elif self._server_step is not None and self.global_horizon == "step":
+            elif self._server_step is not None and self._gradient_sum is None:
                 self._global = -_cosine(grads, self._server_step)
             if self._gradient_sum is not None:
                 torch._foreach_add_(self._gradient_sum, grads)
-            if self.horizon == "step":
+            if self._origin is None:
                 torch._foreach_copy_(self._buffer, self._params)
-            elif self._origin is not None and not self._has_step:
+            elif not self._has_step:
                 torch._foreach_copy_(self._origin, self._params)
 
     def after_step(self) -> None:
         r"""Turn the snapshot into :math:`-s_k = \theta_k - \theta_{k+1}` (``step``)."""
-        if self.horizon == "step":
+        if self._origin is None:
             with torch.no_grad():
                 torch._foreach_sub_(self._buffer, self._params)
         self._has_step = True

@@ -438,27 +438,6 @@ def test_round_horizon_by_hand() -> None:
         DescentCosine([weight], horizon="epoch")
 
 
-def test_gradients_horizon_by_hand_whatever_the_optimiser_does() -> None:
-    """Each gradient against the round's earlier gradients summed, not the displacement."""
-    weight = torch.zeros(2, requires_grad=True)
-    meter = DescentCosine([weight], [torch.tensor([1.0, 1.0])], horizon="gradients")
-    # q_2 = cos(g2, g1) = 1/sqrt(2); q_3 = cos([-1, 1], [2, 1]) = -1/sqrt(10), as the round
-    # horizon under plain SGD; the steps below are anything but.
-    for gradient, move in (
-        ([1.0, 0.0], [5.0, -3.0]),
-        ([1.0, 1.0], [0.1, 7.0]),
-        ([-1.0, 1.0], [2.0, 2.0]),
-    ):
-        weight.grad = torch.tensor(gradient)
-        meter.before_step()
-        with torch.no_grad():
-            weight.add_(torch.tensor(move))
-        meter.after_step()
-    assert meter.mean == pytest.approx((ROOT_HALF - 10**-0.5) / 2)
-    # The global cosine shares the sum: cos(-[1, 2], [1, 1]) = -3/sqrt(10).
-    assert meter.global_cosine == pytest.approx(-3 * 10**-0.5)
-
-
 def test_the_global_cosine_by_hand() -> None:
     """cos(-g_1, d) on the first step only: g_1 = [1, 0], d = [1, 1] -> -1/sqrt(2)."""
     weight = torch.zeros(2, requires_grad=True)
@@ -485,7 +464,7 @@ def test_the_global_cosine_over_the_round_by_hand() -> None:
         DescentCosine([weight], global_horizon="epoch")
 
 
-@pytest.mark.parametrize("horizon", ["step", "round", "gradients"])
+@pytest.mark.parametrize("horizon", ["step", "round"])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_descent_cosine_says_too_small_or_too_large(optimizer_name: str, horizon: str) -> None:
     """On one full batch, a tiny LR keeps descending (cos > 0); a huge one overshoots.
