@@ -23,6 +23,7 @@ from fedhyper.batching import TensorBatches, sequential_batches
 from fedhyper.errors import ConfigError
 
 __all__ = [
+    "ADAPTIVE_OPTIMIZERS",
     "DEVICE_CHOICES",
     "OPTIMIZER_NAMES",
     "EvalResult",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam")
+ADAPTIVE_OPTIMIZERS: tuple[str, ...] = ("adam",)
+"""The optimisers of :data:`OPTIMIZER_NAMES` that scale each coordinate's step by its own
+gradient history."""
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 

@@ -9,7 +9,11 @@ from fedhyper.checks import at_least, in_range, one_of, within_own_bounds
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.methods import Method, register_method
 from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
+from fedhyper.training import ADAPTIVE_OPTIMIZERS
 from strategies.factory import rule_strategy
+
+LOCAL_SIGNAL_CHOICES = ("auto", *LOCAL_SIGNALS)
+"""``strategy.local_signal``: :data:`~fedhyper.rules.auto.LOCAL_SIGNALS`, or ``auto``."""
 
 
 @dataclass
@@ -41,9 +45,11 @@ class AutoParams(StrategyConfig):
     log_space : bool
         Move both LRs multiplicatively (else additively).
     local_signal : str
-        What drives the clients' LR: ``clients`` (their reported descent cosine),
-        ``server`` (the global cosine) or ``both`` (the smaller of the descent cosine and
-        the global cosine's consistency, its average over its RMS).
+        What drives the clients' LR: ``auto`` (``clients`` under plain SGD, ``server``
+        under an adaptive optimiser such as Adam, whose descent cosine falls at any noise
+        floor), ``clients`` (their reported descent cosine), ``server`` (the global
+        cosine) or ``both`` (the smaller of the descent cosine and the global cosine's
+        consistency, its average over its RMS).
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -68,7 +74,7 @@ class AutoParams(StrategyConfig):
     rms_normalised: bool = False
     local_rms_normalised: bool = False
     log_space: bool = True
-    local_signal: str = "server"
+    local_signal: str = "auto"
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
@@ -83,7 +89,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     )
     in_range("strategy.server_momentum", params.server_momentum, 0.0, 1.0, closed_high=False)
     in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
-    one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNALS)
+    one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNAL_CHOICES)
     one_of("strategy.global_signal", params.global_signal, GLOBAL_SIGNALS)
     # η_0 lies within its bounds, as SL's.
     in_range(
@@ -91,6 +97,19 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     )
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
+
+
+def local_signal(config: ExperimentConfig, params: AutoParams) -> str:
+    """Return what drives the clients' LR, resolving ``auto`` by the clients' optimiser.
+
+    The clients' descent cosine is the hypergradient of their own loss at the end of
+    the round: under SGD it raises a 10x too small LR within a few rounds, under Adam it
+    fell in every round of every run, at any LR (docs/benchmarks.md), so adaptive
+    optimisers take the global signal instead.
+    """
+    if params.local_signal != "auto":
+        return params.local_signal
+    return "server" if config.client.optimizer in ADAPTIVE_OPTIMIZERS else "clients"
 
 
 def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
@@ -102,7 +121,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         momentum=params.server_momentum,
         smoothing=params.signal_smoothing,
         log_space=params.log_space,
-        local_signal=params.local_signal,
+        local_signal=local_signal(config, params),
         lr_bounds=(params.global_lr_min, params.global_lr_max),
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
         global_signal=params.global_signal,

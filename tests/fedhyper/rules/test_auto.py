@@ -18,6 +18,7 @@ from fedhyper.checkpoint import load_checkpoint, resume_experiment
 from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError
 from fedhyper.history import read_history
+from fedhyper.methods import method_of
 from fedhyper.rules import AutoLR, DescentCosine, GlobalLR, ServerRule
 from fedhyper.rules.auto import DESCENT_COSINE_REPORT, GLOBAL_COSINE_REPORT
 from fedhyper.training import train_local
@@ -553,6 +554,25 @@ def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
     assert comparable(history) == comparable(read_history(straight))
     # From round 2 on, the global LR follows a signal in either mode.
     assert history[0]["global_lr"] == 1.0 and history[2]["global_lr"] != 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["client=sgd"], "clients"),
+        (["client=adam"], "server"),
+        (["client=sgd", "strategy.local_signal=server"], "server"),
+        (["client=adam", "strategy.local_signal=clients"], "clients"),
+    ],
+)
+def test_the_client_lr_signal_follows_the_clients_optimiser(
+    overrides: list[str], expected: str
+) -> None:
+    config = compose_config(["strategy=fedhyper_auto", *overrides])
+    server_rule = method_of(config).server_rule
+    assert server_rule is not None
+    rule = server_rule(config, config.strategy)
+    assert isinstance(rule, AutoLR) and rule.local_signal == expected
 
 
 @pytest.mark.parametrize(
