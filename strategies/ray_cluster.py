@@ -129,8 +129,8 @@ class RayHead:
         self._log = self.temp_dir / "ray_start.log"
         # A session of its own, so that stop() reaches every process of the cluster.
         # When this process dies, however it dies, the shell gets SIGTERM and kills the
-        # whole session: `ray start` itself ignores SIGTERM while it starts up, and
-        # SIGKILL to it alone would leave its GCS and raylet running.
+        # whole session: `ray start` told alone late in its start-up sometimes left its
+        # GCS and raylet running, and SIGKILL to it alone always would.
         with self._log.open("w", encoding="utf-8") as log:
             self._process = subprocess.Popen(
                 ["/bin/sh", "-c", 'trap "kill -KILL 0" TERM; "$@" & wait $!', "sh", *command],
