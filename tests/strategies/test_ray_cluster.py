@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,10 @@ def _child_of(parent: int) -> int | None:
     return None
 
 
-def _wait_for(condition: object, timeout_s: float) -> bool:
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.1)
     return False
@@ -91,9 +92,10 @@ def _wait_for(condition: object, timeout_s: float) -> bool:
 
 def test_a_head_dies_with_an_owner_killed_while_it_starts() -> None:
     # SIGKILL leaves the owner no chance to stop the head: only the head's own watch
-    # on its parent can, and `ray start` ignores SIGTERM while it starts up.
+    # on its parent can. The owner holds the head until it is killed.
+    script = "import time; from strategies.ray_cluster import RayHead; RayHead(1); time.sleep(120)"
     owner = subprocess.Popen(
-        [sys.executable, "-c", "from strategies.ray_cluster import RayHead; RayHead(1)"],
+        [sys.executable, "-c", script],
         env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])},
     )
     session = None
