@@ -103,7 +103,7 @@ def local_signal(config: ExperimentConfig, params: AutoParams) -> str:
     """Return what drives the clients' LR, resolving ``auto`` by the clients' optimiser.
 
     The clients' descent cosine is the hypergradient of their own loss at the end of
-    the round: under SGD it raises a 10x too small LR about 1.5x a round, under Adam it
+    the round: under SGD it raises a 10x too small LR in every early round, under Adam it
     fell in every round of every run, at any LR (docs/benchmarks.md), so adaptive
     optimisers take the global signal instead.
     """
