@@ -232,7 +232,8 @@ def run_record(run: Run) -> dict[str, Any]:
         ``accuracy`` per round, ``final_accuracy``, ``best_accuracy``,
         ``rounds_to_target``, ``wall_s``, and ``global_lr_per_round``,
         ``local_lr_per_round`` (mean over the round's clients and steps), ``hyper_lr``,
-        ``normalised``.
+        ``normalised``, and ``settings``: the run's whole ``strategy`` and ``client``
+        configuration, so that a row still says what ran after a default changes.
 
     """
     config = OmegaConf.load(run.path / "config.yaml")
@@ -251,6 +252,10 @@ def run_record(run: Run) -> dict[str, Any]:
         "local_lr_per_round": [float(row["client_lr_mean"]) for row in run.history],
         "hyper_lr": float(_setting(config, "hyper_lr")),
         "normalised": bool(_setting(config, "normalised")),
+        "settings": {
+            section: OmegaConf.to_container(OmegaConf.select(config, section), resolve=True)
+            for section in ("strategy", "client")
+        },
     }
 
 

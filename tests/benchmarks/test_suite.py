@@ -8,9 +8,19 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from benchmarks.suite import SUITES, client_overrides, hydra_commands, main, result_path
+from benchmarks.compare import find_runs
+from benchmarks.suite import (
+    SUITES,
+    client_overrides,
+    hydra_commands,
+    main,
+    result_path,
+    run_record,
+)
 from fedhyper.compose import CONF_DIR, store_schemas, to_experiment
 from fedhyper.validation import validate
+from tests.support.inprocess import run_in_process
+from tests.support.runs import config
 
 
 @pytest.mark.parametrize(
@@ -120,3 +130,16 @@ def test_a_client_lr_grid_stands_in_for_lr(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         main(["tuning", "--dataset", "femnist", "--client", "adam", "--collect-only"])
     assert "--client needs --lr or a 'client.lr=...' override" in capsys.readouterr().err
+
+
+def test_a_result_row_records_the_settings_it_ran_with(tmp_path: Path) -> None:
+    """A row keeps meaning what ran when a default changes after it."""
+    run_in_process(
+        config("strategy=fedhyper_auto", "num_rounds=1", "strategy.guard_threshold=0"), tmp_path
+    )
+    record = run_record(find_runs(tmp_path)[0])
+    assert record["strategy"] == "fedhyper_auto"
+    assert record["settings"]["strategy"]["guard_threshold"] == 0.0
+    assert record["settings"]["strategy"]["server_momentum"] == 0.9
+    assert record["settings"]["client"]["rule"]["name"] == "descent_cosine"
+    assert record["settings"]["client"]["lr"] == record["local_lr"]
