@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -15,10 +16,9 @@ from fedhyper.rules import FedExP, ServerRule, apply_rule
 from fedhyper.wire import (
     ARRAYS_RECORD,
     PREVIOUS_DELTA_RECORD,
-    PROBE_LOSS_AFTER_KEY,
-    PROBE_LOSS_BEFORE_KEY,
     ServerStep,
     TrainInstruction,
+    TrainReport,
     client_rule_means,
 )
 
@@ -54,14 +54,29 @@ def reply_weight(reply: Message, key: str) -> float:
     return float(value)
 
 
+def probe_losses(replies: Iterable[Message]) -> tuple[list[float], list[float]]:
+    """Return the probe losses before and after training of each reply without an error.
+
+    A reply that measured none gives NaN.
+    """
+    before, after = [], []
+    for reply in replies:
+        if reply.has_error():
+            continue
+        report = TrainReport.from_record(next(iter(reply.content.metric_records.values())))
+        before.append(math.nan if report.probe_loss_before is None else report.probe_loss_before)
+        after.append(math.nan if report.probe_loss_after is None else report.probe_loss_after)
+    return before, after
+
+
 class RuleStrategy(FedAvg):
     """FedAvg's sampling and averaging, then a :class:`~fedhyper.rules.ServerRule` step.
 
     With ``Δ_t = average − w_t`` over the trainable floating-point parameters, the new
     global model is ``w_t + rule.step(Δ_t).update``, after the rule has observed the
-    clients' mean client-rule reports and, when it asks for them
-    (:attr:`ServerRule.probe_examples`), their mean probe losses
-    (:meth:`ServerRule.observe_reports`); buffers
+    clients' mean client-rule reports (:meth:`ServerRule.observe_reports`) and, when it
+    asks for them (:attr:`ServerRule.probe_examples`), each client's probe losses
+    (:meth:`ServerRule.observe_probe_losses`); buffers
     (BatchNorm statistics, counters) take the plain average. When the rule schedules the
     clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
@@ -130,14 +145,9 @@ class RuleStrategy(FedAvg):
         if isinstance(self.rule, FedExP):
             self._observe_clients(replies, current)
         if metrics is not None:
-            means = client_rule_means(metrics)
-            if self.rule.probe_examples:
-                # Flower averaged them over the replies, weighted as the models.
-                for key in (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
-                    value = metrics.get(key)
-                    if isinstance(value, float):
-                        means[key] = value
-            self.rule.observe_reports(means)
+            self.rule.observe_reports(client_rule_means(metrics))
+        if self.rule.probe_examples:
+            self.rule.observe_probe_losses(*probe_losses(replies))
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys
         )

@@ -30,8 +30,10 @@ Ingredients, each with its own off switch (``0`` or ``False``):
   the global signal;
 * a loss guard on that schedule: a cosine is first-order and blind to a step that
   overshoots by far (on a loss plateau successive gradients keep pointing the same way
-  at any LR), so when the clients' loss on their own rows did not fall over the round,
-  the clients' LR goes down by the largest step instead, whatever the cosine says.
+  at any LR), so when the clients' loss on their own rows rose over the round by more
+  than the spread between the clients explains
+  (:func:`~fedhyper.rules.loss_guard.loss_rose`), the clients' LR goes down by the
+  largest step instead, whatever the cosine says.
 """
 
 from __future__ import annotations
@@ -44,10 +46,9 @@ import torch
 from torch import Tensor
 
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
-from fedhyper.rules.hdet_clients import relative_loss
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
+from fedhyper.rules.loss_guard import loss_rose
 from fedhyper.rules.signal_average import SignalAverage
-from fedhyper.wire import PROBE_LOSS_AFTER_KEY, PROBE_LOSS_BEFORE_KEY
 
 __all__ = [
     "DESCENT_COSINE_REPORT",
@@ -113,8 +114,9 @@ class AutoLR(ServerRule):
     (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
     average over its RMS (the client LR rises only while the global step agrees; the
     first round, without a global signal, uses :math:`c_t`). With the loss guard
-    (``probe_examples > 0``), a round whose clients' mean loss on their first
-    ``probe_examples`` rows was not lower after training than before it has
+    (``probe_examples > 0``), a round in which the clients' loss on their first
+    ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
+    ``guard_threshold``, passed in by :meth:`observe_probe_losses`) has
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
@@ -177,13 +179,17 @@ class AutoLR(ServerRule):
     probe_examples
         Rows of each client's training data on which it measures its loss before and
         after training, for the loss guard; 0 turns the guard off.
+    guard_threshold
+        How many standard errors of the clients' mean log loss ratio the loss must rise
+        by for the guard to fire; 0 fires on any mean rise.
 
     Raises
     ------
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
-        bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, or an unknown
-        ``local_signal`` or ``global_signal``.
+        bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
+        ``probe_examples`` or ``guard_threshold``, or an unknown ``local_signal`` or
+        ``global_signal``.
 
     """
 
@@ -205,6 +211,7 @@ class AutoLR(ServerRule):
         rms_normalised: bool = False,
         local_rms_normalised: bool = False,
         restart: bool = False,
+        guard_threshold: float = 2.0,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -222,7 +229,10 @@ class AutoLR(ServerRule):
             )
         if probe_examples < 0:
             raise ValueError(f"probe_examples must be non-negative, got {probe_examples}")
+        if guard_threshold < 0.0:
+            raise ValueError(f"guard_threshold must be non-negative, got {guard_threshold}")
         self._probe_examples = int(probe_examples)
+        self.guard_threshold = float(guard_threshold)
         self.base_client_lr = float(initial_client_lr)
         self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
         self.global_hyper_lr = float(global_hyper_lr)
@@ -244,7 +254,7 @@ class AutoLR(ServerRule):
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
-        self._pending_loss_ratio = math.nan
+        self._pending_probes: tuple[list[float], list[float]] = ([], [])
 
     @property
     def alpha(self) -> float:
@@ -279,27 +289,26 @@ class AutoLR(ServerRule):
         self._pending_local_signal = bounded_cosine(cosine)
 
     def observe_reports(self, means: Mapping[str, float]) -> None:
-        """Take the clients' mean cosines and probe losses, when they sent them."""
+        """Take the clients' mean cosines, when they sent them."""
         if DESCENT_COSINE_REPORT in means:
             self.observe_local_signal(means[DESCENT_COSINE_REPORT])
         if GLOBAL_COSINE_REPORT in means:
             self._pending_global_signal = bounded_cosine(means[GLOBAL_COSINE_REPORT])
-        if PROBE_LOSS_BEFORE_KEY in means and PROBE_LOSS_AFTER_KEY in means:
-            self._pending_loss_ratio = relative_loss(
-                means[PROBE_LOSS_BEFORE_KEY], means[PROBE_LOSS_AFTER_KEY]
-            )
+
+    def observe_probe_losses(self, before: Sequence[float], after: Sequence[float]) -> None:
+        """Take each client's probe loss before and after its training, before :meth:`step`."""
+        self._pending_probes = (list(before), list(after))
 
     @property
     def loss_rose(self) -> bool:
-        """Whether the guard holds the pending round's clients' loss as not fallen.
+        """Whether the guard holds the pending round's clients' loss as risen.
 
-        A ratio that is NaN (no probe came back, or a probe loss was not finite) and an
-        infinite one count as risen: a client whose loss overflowed overshot.
+        No probe at all, and a probe loss that is missing or not finite, count as risen
+        (:func:`~fedhyper.rules.loss_guard.loss_rose`).
         """
         if not self._probe_examples:
             return False
-        ratio = self._pending_loss_ratio
-        return not (math.isfinite(ratio) and ratio < 1.0)
+        return loss_rose(*self._pending_probes, threshold=self.guard_threshold)
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
@@ -320,7 +329,7 @@ class AutoLR(ServerRule):
             local = -1.0
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
-        self._pending_loss_ratio = math.nan
+        self._pending_probes = ([], [])
         self._client_lr = self._move(
             self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
         )

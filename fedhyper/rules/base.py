@@ -80,13 +80,27 @@ class ServerRule(ABC):
 
         """
 
+    def observe_probe_losses(  # noqa: B027
+        self, before: Sequence[float], after: Sequence[float]
+    ) -> None:
+        """Take each client's probe loss before and after training, before :meth:`step`.
+
+        Called only for a rule with positive :attr:`probe_examples`; ignored by default.
+
+        Parameters
+        ----------
+        before, after
+            One value per client that replied, in the same order; NaN where a client
+            sent none.
+
+        """
+
     @property
     def probe_examples(self) -> int:
         """Rows on which each client measures its loss before and after training (0: none).
 
-        When positive, :meth:`observe_reports` also receives the clients' mean losses
-        under :data:`~fedhyper.wire.PROBE_LOSS_BEFORE_KEY` and
-        :data:`~fedhyper.wire.PROBE_LOSS_AFTER_KEY`.
+        When positive, :meth:`observe_probe_losses` receives the losses each client
+        measured.
         """
         return 0
 

@@ -29,8 +29,6 @@ from fedhyper.wire import (
     HYPERGRADIENT_KEY,
     METRICS_RECORD,
     PREVIOUS_DELTA_RECORD,
-    PROBE_LOSS_AFTER_KEY,
-    PROBE_LOSS_BEFORE_KEY,
     TrainInstruction,
     TrainReport,
 )
@@ -198,39 +196,53 @@ def test_the_clients_reports_carry_their_descent_cosine() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
 
 
-def test_the_loss_guard_lowers_the_client_lr_when_the_clients_loss_did_not_fall() -> None:
+def test_the_loss_guard_lowers_the_client_lr_when_the_clients_loss_rose() -> None:
     rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
     assert rule.probe_examples == 8 and AutoLR().probe_examples == 0
-    fell = {PROBE_LOSS_BEFORE_KEY: 2.0, PROBE_LOSS_AFTER_KEY: 1.5}
-    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2, **fell})
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2})
+    rule.observe_probe_losses([2.0, 2.0], [1.5, 1.6])
+    assert not rule.loss_rose
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
-    # Loss 2.0 -> 2.0: not lower; the cosine says up, the guard says down by beta_l.
-    rule.observe_reports(
-        {DESCENT_COSINE_REPORT: 0.2, PROBE_LOSS_BEFORE_KEY: 2.0, PROBE_LOSS_AFTER_KEY: 2.0}
-    )
+    # Both clients' loss rose: the cosine says up, the guard says down by beta_l.
+    rule.observe_reports({DESCENT_COSINE_REPORT: 0.2})
+    rule.observe_probe_losses([2.0, 2.0], [4.0, 8.0])
     assert rule.loss_rose
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1 - 0.5))
-    # No probe came back (or it overflowed): counted as risen.
+    # No probe came back: counted as risen.
     rule.observe_reports({DESCENT_COSINE_REPORT: 0.2})
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1 - 1.0))
     unguarded = plain(local_hyper_lr=0.5, initial_client_lr=0.01)
-    unguarded.observe_reports(
-        {DESCENT_COSINE_REPORT: 0.2, PROBE_LOSS_BEFORE_KEY: 1.0, PROBE_LOSS_AFTER_KEY: 9.0}
-    )
+    unguarded.observe_reports({DESCENT_COSINE_REPORT: 0.2})
+    unguarded.observe_probe_losses([1.0], [9.0])
     assert not unguarded.loss_rose
     assert unguarded.step(vec(1.0, 0.0)).client_lr == pytest.approx(0.01 * math.exp(0.1))
     with pytest.raises(ValueError, match="probe_examples"):
         AutoLR(probe_examples=-1)
+    with pytest.raises(ValueError, match="guard_threshold"):
+        AutoLR(guard_threshold=-0.5)
 
 
-def test_the_strategy_asks_for_probes_and_passes_their_means_on() -> None:
+def test_the_loss_guard_holds_a_plateau_by_the_threshold() -> None:
+    """A loss that barely moves either way is noise at the default, a rise at 0."""
+    plateau = ([3.10, 3.12, 3.08, 3.11], [3.11, 3.09, 3.12, 3.10])
+    lrs = []
+    for threshold in (2.0, 0.0):
+        rule = plain(local_hyper_lr=0.5, probe_examples=8, guard_threshold=threshold)
+        rule.observe_reports({DESCENT_COSINE_REPORT: 0.2})
+        rule.observe_probe_losses(*plateau)
+        lrs.append(rule.step(vec(1.0, 0.0)).client_lr)
+    assert lrs == pytest.approx([0.01 * math.exp(0.1), 0.01 * math.exp(-0.5)])
+
+
+def test_the_strategy_asks_for_probes_and_passes_each_clients_on() -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
     strategy = RuleStrategy(rule, KEYS, **SAMPLING)
-    # Weighted 1:3, the probe means are 2.5 before and 2.75 after: the loss rose.
+    # Each client counts once, whatever its weight: log ratios log 2 and log 1.5, both up,
+    # their mean 0.549 above two standard errors (0.288).
     replies = [
         _reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.2}, probe=(1.0, 2.0)),
-        _reply([1.0, 3.0], 3, {DESCENT_COSINE_REPORT: 0.2}, probe=(3.0, 3.0)),
+        _reply([1.0, 3.0], 30, {DESCENT_COSINE_REPORT: 0.2}, probe=(2.0, 3.0)),
     ]
     _, _, messages = _round(strategy, 1, model([0.0, 0.0]), replies)
     sent = TrainInstruction.from_record(messages[0].content.config_records[CONFIG_RECORD])
