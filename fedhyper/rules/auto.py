@@ -31,9 +31,8 @@ Ingredients, each with its own off switch (``0`` or ``False``):
 * a loss guard on that schedule: a cosine is first-order and blind to a step that
   overshoots by far (on a loss plateau successive gradients keep pointing the same way
   at any LR), so when the clients' loss on their own rows rose over the round by more
-  than the spread between the clients explains
-  (:func:`~fedhyper.rules.loss_guard.loss_rose`), the clients' LR goes down by the
-  largest step instead, whatever the cosine says.
+  than a plateau's noise (:func:`~fedhyper.rules.loss_guard.loss_rose`), the clients' LR
+  goes down by the largest step instead, whatever the cosine says.
 """
 
 from __future__ import annotations
@@ -116,7 +115,7 @@ class AutoLR(ServerRule):
     first round, without a global signal, uses :math:`c_t`). With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
-    ``guard_threshold``, passed in by :meth:`observe_probe_losses`) has
+    ``guard_tolerance``, passed in by :meth:`observe_probe_losses`) has
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
@@ -179,16 +178,16 @@ class AutoLR(ServerRule):
     probe_examples
         Rows of each client's training data on which it measures its loss before and
         after training, for the loss guard; 0 turns the guard off.
-    guard_threshold
-        How many standard errors of the clients' mean log loss ratio the loss must rise
-        by for the guard to fire; 0 fires on any mean rise.
+    guard_tolerance
+        The relative rise of the clients' pooled probe loss the guard lets pass as a
+        plateau's noise; 0 fires on any rise.
 
     Raises
     ------
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
-        ``probe_examples`` or ``guard_threshold``, or an unknown ``local_signal`` or
+        ``probe_examples`` or ``guard_tolerance``, or an unknown ``local_signal`` or
         ``global_signal``.
 
     """
@@ -211,7 +210,7 @@ class AutoLR(ServerRule):
         rms_normalised: bool = False,
         local_rms_normalised: bool = False,
         restart: bool = False,
-        guard_threshold: float = 2.0,
+        guard_tolerance: float = 0.05,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -229,10 +228,10 @@ class AutoLR(ServerRule):
             )
         if probe_examples < 0:
             raise ValueError(f"probe_examples must be non-negative, got {probe_examples}")
-        if guard_threshold < 0.0:
-            raise ValueError(f"guard_threshold must be non-negative, got {guard_threshold}")
+        if guard_tolerance < 0.0:
+            raise ValueError(f"guard_tolerance must be non-negative, got {guard_tolerance}")
         self._probe_examples = int(probe_examples)
-        self.guard_threshold = float(guard_threshold)
+        self.guard_tolerance = float(guard_tolerance)
         self.base_client_lr = float(initial_client_lr)
         self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
         self.global_hyper_lr = float(global_hyper_lr)
@@ -308,7 +307,7 @@ class AutoLR(ServerRule):
         """
         if not self._probe_examples:
             return False
-        return loss_rose(*self._pending_probes, threshold=self.guard_threshold)
+        return loss_rose(*self._pending_probes, tolerance=self.guard_tolerance)
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""

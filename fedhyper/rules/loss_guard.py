@@ -1,77 +1,61 @@
-r"""The loss guard's test: whether the clients' loss on their own rows rose beyond its noise.
+r"""The loss guard's test: whether the clients' loss on their own rows rose by far.
 
 Each client measures its loss on the same rows of its training data before and after a
-round of training. A client LR that overshoots raises that loss; one on a loss plateau
-leaves it where it was, up in some clients and down in others by a few thousandths
-(Shakespeare, where the character LSTM sits on its "always a space" plateau for rounds).
-Reading every round whose loss did not fall as an overshoot lowers the LR of a model
-that needed a larger one, so the test asks for a rise that stands out of the spread
-between the clients.
+round of training. A client LR that overshoots by far raises that loss by a large
+factor in some clients, even while it falls in others: at Adam's LR 0.01 on
+Fashion-MNIST, the clients' probe rows together lose 1.2–1.5x in round 1. On a loss
+plateau it stays where it was, up in some clients and down in others by a few
+thousandths: Shakespeare's character LSTM, sitting on its "always a space" plateau,
+moves the pooled probe loss by at most 1.2% a round. Reading every round whose loss did
+not fall as an overshoot lowers the LR of a model that needed a larger one, so the
+guard tolerates a small rise and leaves a slow drift to the cosine signals.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import sys
 from collections.abc import Sequence
 
 __all__ = ["loss_rose"]
 
 
-def loss_rose(before: Sequence[float], after: Sequence[float], threshold: float = 2.0) -> bool:
-    r"""Return whether the clients' probe loss rose over the round, beyond its noise.
+def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float = 0.05) -> bool:
+    r"""Return whether the clients' pooled probe loss rose by more than ``tolerance``.
 
-    With :math:`r_i = \log(\ell^{\text{after}}_i / \ell^{\text{before}}_i)` for the
-    :math:`n` clients, the loss rose when
+    The loss rose when
 
     .. math::
 
-        \bar r > z\, s / \sqrt{n},
+        \frac{\sum_i \ell^{\text{after}}_i}{\sum_i \ell^{\text{before}}_i} > 1 + \tau,
 
-    :math:`\bar r` and :math:`s` the mean and sample standard deviation of the
-    :math:`r_i`, and :math:`z` the ``threshold`` (a one-sided test of a mean rise;
-    :math:`z = 0` asks only that the mean log-ratio be positive). Each client counts
-    once, whatever its size: every probe has the same number of rows. With one client
-    there is no spread to measure, and any rise counts.
+    over the :math:`n` clients' mean losses on their probe rows, :math:`\tau` the
+    ``tolerance``. Every client probes the same number of rows, so each row counts
+    once, whatever the client's size.
 
     Parameters
     ----------
     before, after
         Each client's probe loss before and after its training, in the same order.
-    threshold
-        :math:`z \ge 0`, in standard errors of the mean.
+    tolerance
+        :math:`\tau \ge 0`, the relative rise taken as a plateau's noise (0: any rise).
 
     Returns
     -------
     bool
         ``True`` also when no client measured one, or when a loss is missing (NaN), not
-        finite, negative or, before training, zero: a client whose loss overflowed
-        overshot.
+        finite or negative: a client whose loss overflowed overshot.
 
     Raises
     ------
     ValueError
-        If the sequences differ in length or ``threshold`` is negative.
+        If the sequences differ in length or ``tolerance`` is negative.
 
     """
     if len(before) != len(after):
         raise ValueError(f"{len(before)} losses before training, {len(after)} after")
-    if threshold < 0.0:
-        raise ValueError(f"threshold must be non-negative, got {threshold}")
-    ratios = [_log_ratio(start, end) for start, end in zip(before, after, strict=True)]
-    if not ratios or not all(math.isfinite(ratio) for ratio in ratios):
+    if tolerance < 0.0:
+        raise ValueError(f"tolerance must be non-negative, got {tolerance}")
+    losses = [*before, *after]
+    if not before or not all(math.isfinite(loss) and loss >= 0.0 for loss in losses):
         return True
-    mean = statistics.fmean(ratios)
-    if len(ratios) == 1:
-        return mean > 0.0
-    standard_error = statistics.stdev(ratios) / math.sqrt(len(ratios))
-    return mean > max(threshold * standard_error, 0.0)
-
-
-def _log_ratio(before: float, after: float) -> float:
-    """Return ``log(after / before)``; NaN unless both are finite, ``before`` positive."""
-    if not (math.isfinite(before) and math.isfinite(after) and before > 0.0 and after >= 0.0):
-        return math.nan
-    # A loss that fell to exactly 0 fell as far as a float can tell.
-    return math.log(max(after, sys.float_info.min) / before)
+    return math.fsum(after) > (1.0 + tolerance) * math.fsum(before)

@@ -60,9 +60,9 @@ class AutoParams(StrategyConfig):
         The loss guard: each client measures its loss on this many of its training
         rows before and after training, and a round whose loss rose lowers the clients'
         LR by the largest step; 0 turns the guard off.
-    guard_threshold : float
-        How far the loss must rise for the guard: the clients' mean log loss ratio
-        above this many of its standard errors (0: any mean rise).
+    guard_tolerance : float
+        The relative rise of the clients' pooled probe loss the guard lets pass as a
+        plateau's noise (0: any rise fires it).
 
     """
 
@@ -82,7 +82,7 @@ class AutoParams(StrategyConfig):
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
     probe_examples: int = 32
-    guard_threshold: float = 2.0
+    guard_tolerance: float = 0.05
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
@@ -101,7 +101,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     )
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
-    at_least("strategy.guard_threshold", params.guard_threshold, 0.0)
+    at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
 
 
 def local_signal(config: ExperimentConfig, params: AutoParams) -> str:
@@ -131,7 +131,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
         global_signal=params.global_signal,
         probe_examples=params.probe_examples,
-        guard_threshold=params.guard_threshold,
+        guard_tolerance=params.guard_tolerance,
         heavy_ball=params.heavy_ball,
         restart=params.restart,
         rms_normalised=params.rms_normalised,

@@ -135,11 +135,11 @@ def test_a_client_lr_grid_stands_in_for_lr(capsys: pytest.CaptureFixture[str]) -
 def test_a_result_row_records_the_settings_it_ran_with(tmp_path: Path) -> None:
     """A row keeps meaning what ran when a default changes after it."""
     run_in_process(
-        config("strategy=fedhyper_auto", "num_rounds=1", "strategy.guard_threshold=0"), tmp_path
+        config("strategy=fedhyper_auto", "num_rounds=1", "strategy.guard_tolerance=0"), tmp_path
     )
     record = run_record(find_runs(tmp_path)[0])
     assert record["strategy"] == "fedhyper_auto"
-    assert record["settings"]["strategy"]["guard_threshold"] == 0.0
+    assert record["settings"]["strategy"]["guard_tolerance"] == 0.0
     assert record["settings"]["strategy"]["server_momentum"] == 0.9
     assert record["settings"]["client"]["rule"]["name"] == "descent_cosine"
     assert record["settings"]["client"]["lr"] == record["local_lr"]
