@@ -5,8 +5,8 @@ round of training. A client LR that overshoots by far raises that loss by a larg
 factor in some clients, even while it falls in others: at Adam's LR 0.01 on
 Fashion-MNIST, the clients' probe rows together lose 1.2–1.5x in round 1. On a loss
 plateau it stays where it was, up in some clients and down in others by a few
-thousandths: Shakespeare's character LSTM, sitting on its "always a space" plateau,
-moves the pooled probe loss by at most 1.2% a round. Reading every round whose loss did
+thousandths: while Shakespeare's character LSTM sits on its "always a space" plateau,
+the pooled probe loss rises by at most 0.2% in a round. Reading every round whose loss did
 not fall as an overshoot lowers the LR of a model that needed a larger one, so the
 guard tolerates a small rise and leaves a slow drift to the cosine signals.
 """
