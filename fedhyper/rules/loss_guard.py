@@ -3,12 +3,13 @@ r"""The loss guard's test: whether the clients' loss on their own rows rose by f
 Each client measures its loss on the same rows of its training data before and after a
 round of training. A client LR that overshoots by far raises that loss by a large
 factor in some clients, even while it falls in others: at Adam's LR 0.01 on
-Fashion-MNIST, the clients' probe rows together lose 1.2–1.5x in round 1. On a loss
-plateau it stays where it was, up in some clients and down in others by a few
-thousandths: while Shakespeare's character LSTM sits on its "always a space" plateau,
-the pooled probe loss rises by at most 0.2% in a round. Reading every round whose loss did
-not fall as an overshoot lowers the LR of a model that needed a larger one, so the
-guard tolerates a small rise and leaves a slow drift to the cosine signals.
+Fashion-MNIST, the loss of the clients' probe rows together rises 1.2-1.5x in round 1
+(three seeds). On a loss plateau it stays where it was, up in some clients and down in
+others by a few thousandths: while Shakespeare's character LSTM sits on its "always a
+space" plateau, the pooled probe loss rises by at most 0.2% in a round. Reading every
+round whose loss did not fall as an overshoot lowers the LR of a model that needed a
+larger one, so the guard tolerates a small rise and leaves a slow drift to the cosine
+signals.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
         \frac{\sum_i \ell^{\text{after}}_i}{\sum_i \ell^{\text{before}}_i} > 1 + \tau,
 
     over the :math:`n` clients' mean losses on their probe rows, :math:`\tau` the
-    ``tolerance``. Every client probes the same number of rows, so each row counts
-    once, whatever the client's size.
+    ``tolerance``. Every client probes the same number of rows (all of its own, where it
+    holds fewer), so a row counts about as much in any client, whatever its size.
 
     Parameters
     ----------
