@@ -16,9 +16,10 @@ from fedhyper.rules import FedExP, ServerRule, apply_rule
 from fedhyper.wire import (
     ARRAYS_RECORD,
     PREVIOUS_DELTA_RECORD,
+    PROBE_LOSS_AFTER_KEY,
+    PROBE_LOSS_BEFORE_KEY,
     ServerStep,
     TrainInstruction,
-    TrainReport,
     client_rule_means,
 )
 
@@ -63,10 +64,14 @@ def probe_losses(replies: Iterable[Message]) -> tuple[list[float], list[float]]:
     for reply in replies:
         if reply.has_error():
             continue
-        report = TrainReport.from_record(next(iter(reply.content.metric_records.values())))
-        before.append(math.nan if report.probe_loss_before is None else report.probe_loss_before)
-        after.append(math.nan if report.probe_loss_after is None else report.probe_loss_after)
+        metrics = next(iter(reply.content.metric_records.values()))
+        before.append(_number_or_nan(metrics.get(PROBE_LOSS_BEFORE_KEY)))
+        after.append(_number_or_nan(metrics.get(PROBE_LOSS_AFTER_KEY)))
     return before, after
+
+
+def _number_or_nan(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 class RuleStrategy(FedAvg):
