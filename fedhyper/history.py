@@ -40,6 +40,10 @@ class RoundRow:
         their minima, max of their maxima.
     scheduled_client_lr : float
         The learning rate the server set for the clients (NaN when it set none).
+    probe_loss_ratio : float
+        The clients' loss on their probe rows after training over the same before it,
+        pooled over the clients (:func:`~fedhyper.rules.loss_guard.pooled_loss_ratio`;
+        what FedHyper-Auto's loss guard reads; NaN when no client probed).
     clients : int
         Replies aggregated.
     failures, timeouts, rejected, retries : int
@@ -64,6 +68,7 @@ class RoundRow:
     client_lr_min: float
     client_lr_max: float
     scheduled_client_lr: float
+    probe_loss_ratio: float = math.nan
     clients: int
     failures: int
     timeouts: int

@@ -17,21 +17,52 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["loss_rose"]
+__all__ = ["loss_rose", "pooled_loss_ratio"]
+
+
+def pooled_loss_ratio(before: Sequence[float], after: Sequence[float]) -> float:
+    r"""Return the clients' pooled probe loss after training over the same before it.
+
+    .. math::
+
+        r = \frac{\sum_i \ell^{\text{after}}_i}{\sum_i \ell^{\text{before}}_i}
+
+    over the :math:`n` clients' mean losses on their probe rows. Every client probes the
+    same number of rows (all of its own, where it holds fewer), so a row counts about as
+    much in any client, whatever its size.
+
+    Parameters
+    ----------
+    before, after
+        Each client's probe loss before and after its training, in the same order.
+
+    Returns
+    -------
+    float
+        :math:`r`; NaN when no client measured one, or a loss is missing (NaN), not
+        finite or negative; infinite when only the losses after training are positive.
+
+    Raises
+    ------
+    ValueError
+        If the sequences differ in length.
+
+    """
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} losses before training, {len(after)} after")
+    if not before or not all(math.isfinite(loss) and loss >= 0.0 for loss in [*before, *after]):
+        return math.nan
+    total_before, total_after = math.fsum(before), math.fsum(after)
+    if total_before == 0.0:
+        return 1.0 if total_after == 0.0 else math.inf
+    return total_after / total_before
 
 
 def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float = 0.05) -> bool:
     r"""Return whether the clients' pooled probe loss rose by more than ``tolerance``.
 
-    The loss rose when
-
-    .. math::
-
-        \frac{\sum_i \ell^{\text{after}}_i}{\sum_i \ell^{\text{before}}_i} > 1 + \tau,
-
-    over the :math:`n` clients' mean losses on their probe rows, :math:`\tau` the
-    ``tolerance``. Every client probes the same number of rows (all of its own, where it
-    holds fewer), so a row counts about as much in any client, whatever its size.
+    That is, whether :func:`pooled_loss_ratio` exceeds :math:`1 + \tau`, :math:`\tau`
+    the ``tolerance``.
 
     Parameters
     ----------
@@ -43,8 +74,8 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
     Returns
     -------
     bool
-        ``True`` also when no client measured one, or when a loss is missing (NaN), not
-        finite or negative: a client whose loss overflowed overshot.
+        ``True`` also when the ratio is NaN (no probe, or a loss that is missing, not
+        finite or negative): a client whose loss overflowed overshot.
 
     Raises
     ------
@@ -52,11 +83,6 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
         If the sequences differ in length or ``tolerance`` is negative.
 
     """
-    if len(before) != len(after):
-        raise ValueError(f"{len(before)} losses before training, {len(after)} after")
     if tolerance < 0.0:
         raise ValueError(f"tolerance must be non-negative, got {tolerance}")
-    losses = [*before, *after]
-    if not before or not all(math.isfinite(loss) and loss >= 0.0 for loss in losses):
-        return True
-    return math.fsum(after) > (1.0 + tolerance) * math.fsum(before)
+    return not pooled_loss_ratio(before, after) <= 1.0 + tolerance

@@ -544,10 +544,13 @@ def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path)
         "client.rule.global_horizon=round",
     )
     run_in_process(cfg, tmp_path)
-    lrs = [row["scheduled_client_lr"] for row in read_history(tmp_path)]
+    history = read_history(tmp_path)
+    lrs = [row["scheduled_client_lr"] for row in history]
     assert lrs[0] == 5.0
     assert isinstance(cfg.strategy, AutoParams)
     assert lrs[1] == pytest.approx(5.0 * math.exp(-cfg.strategy.local_hyper_lr))
+    # The history shows what the guard read: a pooled rise beyond its tolerance.
+    assert history[0]["probe_loss_ratio"] > 1.0 + cfg.strategy.guard_tolerance
 
 
 @pytest.mark.parametrize("signal", ["server", "clients"])

@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from fedhyper.rules.loss_guard import loss_rose
+from fedhyper.rules.loss_guard import loss_rose, pooled_loss_ratio
+
+
+def test_the_pooled_ratio_is_the_summed_losses_after_over_before() -> None:
+    assert pooled_loss_ratio([2.0, 4.0], [1.0, 2.0]) == 0.5
+    assert pooled_loss_ratio([1.0, 3.0], [3.0, 3.0]) == 1.5
+    assert pooled_loss_ratio([0.0, 0.0], [0.0, 0.0]) == 1.0
+    assert pooled_loss_ratio([0.0], [0.1]) == math.inf
+    assert math.isnan(pooled_loss_ratio([], []))
+    assert math.isnan(pooled_loss_ratio([1.0, math.nan], [1.0, 1.0]))
 
 
 def test_the_pooled_loss_must_rise_by_more_than_the_tolerance() -> None:
@@ -54,5 +63,7 @@ def test_no_probe_or_a_loss_that_is_not_finite_counts_as_risen(
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="2 losses before training, 1 after"):
         loss_rose([1.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="1 losses before training, 2 after"):
+        pooled_loss_ratio([1.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="tolerance must be non-negative"):
         loss_rose([1.0], [1.0], tolerance=-0.1)
