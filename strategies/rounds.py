@@ -35,6 +35,7 @@ from strategies.delegating import DelegatingStrategy
 from strategies.factory import weight_key
 from strategies.federation import ClientDirectory, SampledGrid
 from strategies.multiplex import Multiplexer
+from strategies.rule_strategy import probe_losses
 from strategies.screening import ArraySpec, screen_replies
 
 LOGGER = logging.getLogger("fedhyper")
@@ -104,14 +105,6 @@ def required_replies(config: ExperimentConfig, sampled: int) -> int:
     """Usable replies a round needs: ``min_reply_fraction`` of those sampled, at least 1."""
     # The tolerance keeps 0.3 * 10 from rounding up to 4.
     return max(1, math.ceil(config.reliability.min_reply_fraction * sampled - 1e-9))
-
-
-def _probe_loss_ratio(reports: list[TrainReport]) -> float:
-    """Return the clients' pooled probe loss ratio, NaN unless every one of them probed."""
-    return pooled_loss_ratio(
-        [math.nan if r.probe_loss_before is None else r.probe_loss_before for r in reports],
-        [math.nan if r.probe_loss_after is None else r.probe_loss_after for r in reports],
-    )
 
 
 def _report(reply: Message) -> TrainReport:
@@ -197,7 +190,8 @@ class RoundRunner:
             client_lr_min=min(report.lr_min for report in reports),
             client_lr_max=max(report.lr_max for report in reports),
             scheduled_client_lr=math.nan if scheduled is None else scheduled,
-            probe_loss_ratio=_probe_loss_ratio(reports),
+            # NaN unless every accepted client probed.
+            probe_loss_ratio=pooled_loss_ratio(*probe_losses(trained.accepted)),
             clients=len(trained.accepted),
             failures=trained.attempts.failures,
             timeouts=trained.attempts.timeouts,
