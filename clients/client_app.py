@@ -44,6 +44,7 @@ from flwr.app import (
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from torch.utils.data import TensorDataset
 
 from clients import bilevel
 from clients.faults import inject_fault
@@ -57,6 +58,7 @@ from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.training import (
     evaluate,
     first_rows,
+    loss_before_step,
     pick_device,
     shuffle_generator,
     train_client,
@@ -225,6 +227,20 @@ def _client_rule(
     return CLIENT_RULES.get(instruction.client_rule).build(settings, inputs)
 
 
+def _probe_previous(
+    content: RecordDict,
+    instruction: TrainInstruction,
+    model: torch.nn.Module,
+    probe: TensorDataset,
+    device: torch.device,
+) -> float | None:
+    """Return the probe loss of the previous global model, when asked and a step came."""
+    step = content.array_records.get(PREVIOUS_DELTA_RECORD)
+    if not (instruction.probe_previous and len(probe) and step is not None):
+        return None
+    return loss_before_step(model, step.to_torch_state_dict(), probe, device=device)
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train every client of the message, each from the received global model."""
@@ -240,6 +256,7 @@ def train_one(content: RecordDict, context: Context) -> RecordDict:
     model, device = _load_global_model(content, task)
     probe = first_rows(data.train, instruction.probe_examples)
     probe_before = evaluate(model, probe, device=device).loss if len(probe) else None
+    probe_previous = _probe_previous(content, instruction, model, probe, device)
     result, rule = train_client(
         model,
         data.train,
@@ -253,7 +270,12 @@ def train_one(content: RecordDict, context: Context) -> RecordDict:
     report = TrainReport.from_lrs(len(data.train), result.mean_loss, result.lrs, rule.report())
     if probe_before is not None:
         probe_after = evaluate(model, probe, device=device).loss
-        report = replace(report, probe_loss_before=probe_before, probe_loss_after=probe_after)
+        report = replace(
+            report,
+            probe_loss_before=probe_before,
+            probe_loss_after=probe_after,
+            probe_loss_previous=probe_previous,
+        )
     reply = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),

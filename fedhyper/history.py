@@ -44,6 +44,10 @@ class RoundRow:
         The clients' loss on their probe rows after training over the same before it,
         pooled over the clients (:func:`~fedhyper.rules.loss_guard.pooled_loss_ratio`;
         what FedHyper-Auto's loss guard reads; NaN when no client probed).
+    step_loss_ratio : float
+        The clients' pooled probe loss on the global model they received over the same
+        on the previous round's (:attr:`~fedhyper.wire.TrainInstruction.probe_previous`):
+        whether the server's last step went uphill; NaN when no client measured it.
     clients : int
         Replies aggregated.
     failures, timeouts, rejected, retries : int
@@ -69,6 +73,7 @@ class RoundRow:
     client_lr_max: float
     scheduled_client_lr: float
     probe_loss_ratio: float = math.nan
+    step_loss_ratio: float = math.nan
     clients: int
     failures: int
     timeouts: int

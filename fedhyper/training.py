@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -32,6 +32,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "first_rows",
+    "loss_before_step",
     "make_optimizer",
     "pick_device",
     "set_seed",
@@ -392,6 +393,44 @@ def first_rows(data: TensorDataset, count: int) -> TensorDataset:
     sample of them: the rows the loss guard's probe measures before and after training.
     """
     return TensorDataset(*(tensor[:count] for tensor in data.tensors))
+
+
+def loss_before_step(
+    model: nn.Module, step: Mapping[str, Tensor], data: TensorDataset, *, device: torch.device
+) -> float:
+    """Return the loss on ``data`` of ``model`` moved back by ``step``; the model is restored.
+
+    With ``step`` the server's last step :math:`w_t - w_{t-1}`, this is the previous
+    global model's loss on the same rows: comparing it with the current model's tells
+    whether that step went uphill, which a cosine at :math:`w_t` alone cannot.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The current model, on ``device``.
+    step : mapping of str to Tensor
+        ``state_dict`` entries to subtract (the others stay as they are).
+    data : TensorDataset
+        The rows to evaluate.
+    device : torch.device
+        Where batches are moved.
+
+    Returns
+    -------
+    float
+        The mean cross-entropy (:func:`evaluate`).
+
+    """
+    current = {key: value.clone() for key, value in model.state_dict().items()}
+    previous = {
+        key: value - step[key].to(value.device, value.dtype) if key in step else value
+        for key, value in current.items()
+    }
+    model.load_state_dict(previous)
+    try:
+        return evaluate(model, data, device=device).loss
+    finally:
+        model.load_state_dict(current)
 
 
 def evaluate(

@@ -128,6 +128,8 @@ LR_STAT_KEYS = {
 PROBE_EXAMPLES_KEY = "probe-examples"
 PROBE_LOSS_BEFORE_KEY = "probe-loss-before"
 PROBE_LOSS_AFTER_KEY = "probe-loss-after"
+PROBE_PREVIOUS_KEY = "probe-previous"
+PROBE_LOSS_PREVIOUS_KEY = "probe-loss-previous"
 EVAL_LOSS_KEY = "eval-loss"
 EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
@@ -414,6 +416,11 @@ class TrainInstruction:
         Measure the loss of the first this many rows of the client's training split
         before and after training, and report both (FedHDET's ``loss_drop`` signal);
         0 measures nothing.
+    probe_previous : bool
+        Also measure the loss of those rows on the previous round's global model,
+        :math:`w_{t-1} = w_t - d_{t-1}`, from the step :math:`d_{t-1}` the server applied
+        (sent as the previous-delta record), and report it: the secant test of the
+        server's last step.
     partition : int or None
         The client's partition; ``None`` for the receiving SuperNode's own data.
     client_rule_state : mapping of str to float
@@ -429,6 +436,7 @@ class TrainInstruction:
     client_rule_settings: Mapping[str, Scalar] = field(default_factory=dict)
     faults: FaultPlan | None = None
     probe_examples: int = 0
+    probe_previous: bool = False
     partition: int | None = None
     client_rule_state: Mapping[str, float] = field(default_factory=dict)
 
@@ -477,6 +485,8 @@ class TrainInstruction:
             record |= {FAULT_PREFIX + k: v for k, v in asdict(self.faults).items()}
         if self.probe_examples:
             record[PROBE_EXAMPLES_KEY] = self.probe_examples
+        if self.probe_previous:
+            record[PROBE_PREVIOUS_KEY] = True
         if self.partition is not None:
             record[PARTITION_KEY] = self.partition
         record |= {CLIENT_RULE_STATE_PREFIX + k: v for k, v in self.client_rule_state.items()}
@@ -506,6 +516,7 @@ class TrainInstruction:
                 else None
             ),
             probe_examples=reader.take_optional(PROBE_EXAMPLES_KEY, int) or 0,
+            probe_previous=reader.take_optional(PROBE_PREVIOUS_KEY, bool) or False,
             partition=reader.take_optional(PARTITION_KEY, int),
             client_rule_state=reader.take_prefixed_numbers(CLIENT_RULE_STATE_PREFIX),
         )
@@ -571,6 +582,10 @@ class TrainReport:
     probe_loss_before, probe_loss_after : float or None
         The loss on the probe rows (:attr:`TrainInstruction.probe_examples`) of the
         model it received and of the model it trained; ``None`` when not asked.
+    probe_loss_previous : float or None
+        The loss on the same rows of the previous round's global model
+        (:attr:`TrainInstruction.probe_previous`); ``None`` when not asked or when the
+        server sent no step (the first round).
 
     """
 
@@ -585,6 +600,7 @@ class TrainReport:
     client_rule_report: Mapping[str, float] = field(default_factory=dict)
     probe_loss_before: float | None = None
     probe_loss_after: float | None = None
+    probe_loss_previous: float | None = None
 
     @classmethod
     def from_lrs(
@@ -639,6 +655,8 @@ class TrainReport:
             record[PROBE_LOSS_BEFORE_KEY] = self.probe_loss_before
         if self.probe_loss_after is not None:
             record[PROBE_LOSS_AFTER_KEY] = self.probe_loss_after
+        if self.probe_loss_previous is not None:
+            record[PROBE_LOSS_PREVIOUS_KEY] = self.probe_loss_previous
         return record
 
     @classmethod
@@ -661,6 +679,7 @@ class TrainReport:
             client_rule_report=reader.take_prefixed_numbers(CLIENT_RULE_PREFIX),
             probe_loss_before=reader.take_optional(PROBE_LOSS_BEFORE_KEY, float),
             probe_loss_after=reader.take_optional(PROBE_LOSS_AFTER_KEY, float),
+            probe_loss_previous=reader.take_optional(PROBE_LOSS_PREVIOUS_KEY, float),
         )
         reader.done()
         return report
@@ -793,7 +812,8 @@ class RoundTraining:
         """
         reader = _Reader(record, "aggregated training metrics")
         averaged = (NUM_EXAMPLES_KEY, UNIFORM_WEIGHT_KEY, STEPS_KEY, *LR_STAT_KEYS.values())
-        for key in (*averaged, PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY):
+        probes = (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY, PROBE_LOSS_PREVIOUS_KEY)
+        for key in (*averaged, *probes):
             reader.take_optional(key, float)
         reader.take_prefixed(CLIENT_RULE_PREFIX)
         default = ServerStep()

@@ -179,6 +179,7 @@ class RoundRunner:
         evaluation = self._evaluate(server_round, trained.arrays)
         reports = [_report(reply) for reply in trained.accepted]
         scheduled = training.step.scheduled_client_lr
+        probes = probe_losses(trained.accepted)
         row = RoundRow(
             round=server_round,
             train_loss=training.train_loss,
@@ -191,7 +192,8 @@ class RoundRunner:
             client_lr_max=max(report.lr_max for report in reports),
             scheduled_client_lr=math.nan if scheduled is None else scheduled,
             # NaN unless every accepted client probed.
-            probe_loss_ratio=pooled_loss_ratio(*probe_losses(trained.accepted)),
+            probe_loss_ratio=pooled_loss_ratio(probes.before, probes.after),
+            step_loss_ratio=pooled_loss_ratio(probes.previous, probes.before),
             clients=len(trained.accepted),
             failures=trained.attempts.failures,
             timeouts=trained.attempts.timeouts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -18,6 +18,7 @@ from fedhyper.wire import (
     PREVIOUS_DELTA_RECORD,
     PROBE_LOSS_AFTER_KEY,
     PROBE_LOSS_BEFORE_KEY,
+    PROBE_LOSS_PREVIOUS_KEY,
     ServerStep,
     TrainInstruction,
     client_rule_means,
@@ -55,19 +56,31 @@ def reply_weight(reply: Message, key: str) -> float:
     return float(value)
 
 
-def probe_losses(replies: Iterable[Message]) -> tuple[list[float], list[float]]:
-    """Return the probe losses before and after training of each reply without an error.
+class ProbeLosses(NamedTuple):
+    """The clients' probe losses of a round, one value per reply without an error.
 
-    A reply that measured none gives NaN.
+    NaN where a client measured none.
     """
-    before, after = [], []
+
+    before: list[float]
+    """On the global model it received, :math:`w_t`."""
+    after: list[float]
+    """On the model it trained."""
+    previous: list[float]
+    """On the previous round's global model, :math:`w_{t-1}`."""
+
+
+def probe_losses(replies: Iterable[Message]) -> ProbeLosses:
+    """Return each reply's probe losses; see :class:`ProbeLosses`."""
+    probes = ProbeLosses([], [], [])
+    keys = (PROBE_LOSS_BEFORE_KEY, PROBE_LOSS_AFTER_KEY, PROBE_LOSS_PREVIOUS_KEY)
     for reply in replies:
         if reply.has_error():
             continue
         metrics = next(iter(reply.content.metric_records.values()))
-        before.append(_number_or_nan(metrics.get(PROBE_LOSS_BEFORE_KEY)))
-        after.append(_number_or_nan(metrics.get(PROBE_LOSS_AFTER_KEY)))
-    return before, after
+        for losses, key in zip(probes, keys, strict=True):
+            losses.append(_number_or_nan(metrics.get(key)))
+    return probes
 
 
 def _number_or_nan(value: object) -> float:
@@ -87,7 +100,9 @@ class RuleStrategy(FedAvg):
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
     travels to the clients as a second ArrayRecord (FedHyper-CL); a rule that
     :attr:`~fedhyper.rules.ServerRule.sends_applied_step` sends the step it applied,
-    ``w_t − w_{t−1}``, instead.
+    ``w_t − w_{t−1}``, instead; if it also asks for probes, the change of the float
+    buffers joins that record and the clients probe ``w_{t−1}`` too
+    (:attr:`~fedhyper.wire.TrainInstruction.probe_previous`).
 
     Parameters
     ----------
@@ -116,6 +131,9 @@ class RuleStrategy(FedAvg):
         self.send_previous_delta = send_previous_delta or rule.sends_applied_step
         self.client_lr = rule.initial_client_lr()
         self.previous_delta: list[torch.Tensor] | None = None
+        # The float buffers' change in the last round (BatchNorm statistics): with the
+        # applied step it lets a client rebuild w_{t-1} whole for its probe.
+        self.previous_buffer_step: dict[str, torch.Tensor] = {}
         self._current: dict[str, torch.Tensor] | None = None
 
     def configure_train(
@@ -129,11 +147,13 @@ class RuleStrategy(FedAvg):
                 instruction,
                 lr=instruction.lr if self.client_lr is None else self.client_lr,
                 probe_examples=self.rule.probe_examples,
+                probe_previous=self._probes_previous,
             )
             config = ConfigRecord(instruction.to_record())
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.send_previous_delta and self.previous_delta is not None and messages:
-            record = ArrayRecord(dict(zip(self.trainable_keys, self.previous_delta, strict=True)))
+            step = dict(zip(self.trainable_keys, self.previous_delta, strict=True))
+            record = ArrayRecord(step | self.previous_buffer_step)
             # FedAvg shares one RecordDict between the round's messages.
             messages[0].content[PREVIOUS_DELTA_RECORD] = record
         return messages
@@ -152,7 +172,8 @@ class RuleStrategy(FedAvg):
         if metrics is not None:
             self.rule.observe_reports(client_rule_means(metrics))
         if self.rule.probe_examples:
-            self.rule.observe_probe_losses(*probe_losses(replies))
+            probes = probe_losses(replies)
+            self.rule.observe_probe_losses(probes.before, probes.after, probes.previous)
         new_state, step, delta = apply_rule(
             self.rule, current, averaged.to_torch_state_dict(), self.trainable_keys
         )
@@ -161,9 +182,21 @@ class RuleStrategy(FedAvg):
             self.client_lr = step.client_lr
         if self.send_previous_delta:
             self.previous_delta = step.update if self.rule.sends_applied_step else delta
+        if self._probes_previous:
+            trainable = set(self.trainable_keys)
+            self.previous_buffer_step = {
+                key: value - current[key]
+                for key, value in new_state.items()
+                if key not in trainable and value.is_floating_point()
+            }
         metrics = metrics if metrics is not None else MetricRecord()
         metrics.update(ServerStep(step.global_lr, step.hypergradient, scheduled_lr).to_record())
         return ArrayRecord(new_state), metrics
+
+    @property
+    def _probes_previous(self) -> bool:
+        """Whether the clients probe the previous global model (the rule's global guard)."""
+        return bool(self.rule.probe_examples) and self.rule.sends_applied_step
 
     def _observe_clients(self, replies: list[Message], current: dict[str, torch.Tensor]) -> None:
         """Feed each client's own update to FedExP, with the aggregation's weights."""
@@ -178,11 +211,12 @@ class RuleStrategy(FedAvg):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the rule's state, the scheduled client LR and ``Δ_{t−1}``."""
+        """Return the rule's state, the scheduled client LR, ``Δ_{t−1}`` and the buffers'."""
         return {
             "rule": self.rule.state_dict(),
             "client_lr": self.client_lr,
             "previous_delta": self.previous_delta,
+            "previous_buffer_step": self.previous_buffer_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -190,3 +224,5 @@ class RuleStrategy(FedAvg):
         self.rule.load_state_dict(state["rule"])
         self.client_lr = state["client_lr"]
         self.previous_delta = state["previous_delta"]
+        # Checkpoints written before the buffers' step was kept have none.
+        self.previous_buffer_step = state.get("previous_buffer_step", {})

@@ -32,7 +32,10 @@ Ingredients, each with its own off switch (``0`` or ``False``):
   overshoots by far (on a loss plateau successive gradients keep pointing the same way
   at any LR), so when the clients' loss on their own rows rose over the round by more
   than a plateau's noise (:func:`~fedhyper.rules.loss_guard.loss_rose`), the clients' LR
-  goes down by the largest step instead, whatever the cosine says.
+  goes down by the largest step instead, whatever the cosine says;
+* the same guard on the global LR: when the clients' loss on those rows is higher on
+  the model they received than on the previous round's, the server's last step went
+  uphill, however its cosine reads, and the global signal of the round is -1.
 """
 
 from __future__ import annotations
@@ -116,7 +119,9 @@ class AutoLR(ServerRule):
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
     ``guard_tolerance``, passed in by :meth:`observe_probe_losses`) has
-    :math:`\beta_l c_t` replaced by :math:`-\beta_l`. With :math:`\mu = 0`
+    :math:`\beta_l c_t` replaced by :math:`-\beta_l`; with ``global_guard`` too, a round
+    in which that loss was higher on :math:`w_t` than on :math:`w_{t-1}` by the same
+    test has :math:`s_t = -1`. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
     ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first, and
@@ -181,14 +186,18 @@ class AutoLR(ServerRule):
     guard_tolerance
         The relative rise of the clients' pooled probe loss the guard lets pass as a
         plateau's noise; 0 fires on any rise.
+    global_guard
+        Guard the global LR too: each client also measures its probe loss on the
+        previous global model, :math:`w_t - d_{t-1}`, and a rise by more than
+        ``guard_tolerance`` sets :math:`s_t = -1`. Needs ``probe_examples > 0``.
 
     Raises
     ------
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
-        ``probe_examples`` or ``guard_tolerance``, or an unknown ``local_signal`` or
-        ``global_signal``.
+        ``probe_examples`` or ``guard_tolerance``, ``global_guard`` without probes, or an
+        unknown ``local_signal`` or ``global_signal``.
 
     """
 
@@ -211,6 +220,7 @@ class AutoLR(ServerRule):
         local_rms_normalised: bool = False,
         restart: bool = False,
         guard_tolerance: float = 0.05,
+        global_guard: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -230,7 +240,10 @@ class AutoLR(ServerRule):
             raise ValueError(f"probe_examples must be non-negative, got {probe_examples}")
         if guard_tolerance < 0.0:
             raise ValueError(f"guard_tolerance must be non-negative, got {guard_tolerance}")
+        if global_guard and probe_examples == 0:
+            raise ValueError("global_guard needs probe_examples > 0")
         self._probe_examples = int(probe_examples)
+        self.global_guard = global_guard
         self.guard_tolerance = float(guard_tolerance)
         self.base_client_lr = float(initial_client_lr)
         self.client_lr_bounds = (factors[0] * self.base_client_lr, factors[1] * self.base_client_lr)
@@ -253,7 +266,7 @@ class AutoLR(ServerRule):
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
-        self._pending_probes: tuple[list[float], list[float]] = ([], [])
+        self._pending_probes: tuple[list[float], list[float], list[float]] = ([], [], [])
 
     @property
     def alpha(self) -> float:
@@ -267,8 +280,8 @@ class AutoLR(ServerRule):
 
     @property
     def sends_applied_step(self) -> bool:
-        """Whether the clients need :math:`d_{t-1}` to measure the global signal."""
-        return self.global_signal == "clients"
+        """Whether the clients need :math:`d_{t-1}`: for the global signal or its guard."""
+        return self.global_signal == "clients" or self.global_guard
 
     @property
     def probe_examples(self) -> int:
@@ -294,9 +307,11 @@ class AutoLR(ServerRule):
         if GLOBAL_COSINE_REPORT in means:
             self._pending_global_signal = bounded_cosine(means[GLOBAL_COSINE_REPORT])
 
-    def observe_probe_losses(self, before: Sequence[float], after: Sequence[float]) -> None:
-        """Take each client's probe loss before and after its training, before :meth:`step`."""
-        self._pending_probes = (list(before), list(after))
+    def observe_probe_losses(
+        self, before: Sequence[float], after: Sequence[float], previous: Sequence[float] = ()
+    ) -> None:
+        """Take each client's probe losses (see :class:`ServerRule`), before :meth:`step`."""
+        self._pending_probes = (list(before), list(after), list(previous))
 
     @property
     def loss_rose(self) -> bool:
@@ -307,12 +322,29 @@ class AutoLR(ServerRule):
         """
         if not self._probe_examples:
             return False
-        return loss_rose(*self._pending_probes, tolerance=self.guard_tolerance)
+        before, after, _ = self._pending_probes
+        return loss_rose(before, after, tolerance=self.guard_tolerance)
+
+    @property
+    def step_went_uphill(self) -> bool:
+        """Whether the global guard holds the clients' loss as risen since the last round.
+
+        Never without ``global_guard``, nor in a round in which no client measured the
+        previous model (the first); otherwise as :attr:`loss_rose`.
+        """
+        before, _, previous = self._pending_probes
+        if not (self.global_guard and any(math.isfinite(loss) for loss in previous)):
+            return False
+        return loss_rose(previous, before, tolerance=self.guard_tolerance)
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         smoothed = 0.0
         signal = self._global_signal(delta)
+        if self.step_went_uphill:
+            # A cosine at w_t is first-order: on a plateau it reads "keep going" after a
+            # step that went far uphill, which only the loss itself shows.
+            signal = -1.0
         if signal is not None:
             smoothed = self._global_average.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
@@ -328,7 +360,7 @@ class AutoLR(ServerRule):
             local = -1.0
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
-        self._pending_probes = ([], [])
+        self._pending_probes = ([], [], [])
         self._client_lr = self._move(
             self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
         )

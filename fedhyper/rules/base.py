@@ -81,7 +81,7 @@ class ServerRule(ABC):
         """
 
     def observe_probe_losses(  # noqa: B027
-        self, before: Sequence[float], after: Sequence[float]
+        self, before: Sequence[float], after: Sequence[float], previous: Sequence[float] = ()
     ) -> None:
         """Take each client's probe loss before and after training, before :meth:`step`.
 
@@ -92,6 +92,10 @@ class ServerRule(ABC):
         before, after
             One value per client that replied, in the same order; NaN where a client
             sent none.
+        previous
+            The same clients' probe loss on the previous round's global model, when the
+            rule :attr:`sends_applied_step` (NaN where a client sent none; in the first
+            round all are NaN).
 
         """
 

@@ -63,6 +63,10 @@ class AutoParams(StrategyConfig):
     guard_tolerance : float
         The relative rise of the clients' pooled probe loss the guard lets pass as a
         plateau's noise (0: any rise fires it).
+    global_guard : bool
+        Guard the global LR too: each client also measures its probe loss on the
+        previous global model, and a rise since then counts as a global signal of -1
+        (needs ``probe_examples`` > 0).
 
     """
 
@@ -83,6 +87,7 @@ class AutoParams(StrategyConfig):
     local_lr_max_factor: float = 100.0
     probe_examples: int = 32
     guard_tolerance: float = 0.05
+    global_guard: bool = False
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
@@ -102,6 +107,9 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
     at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
+    if params.global_guard:
+        # The guard compares probe losses: it has none to compare without probe rows.
+        at_least("strategy.probe_examples", params.probe_examples, 1)
 
 
 def local_signal(config: ExperimentConfig, params: AutoParams) -> str:
@@ -132,6 +140,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         global_signal=params.global_signal,
         probe_examples=params.probe_examples,
         guard_tolerance=params.guard_tolerance,
+        global_guard=params.global_guard,
         heavy_ball=params.heavy_ball,
         restart=params.restart,
         rms_normalised=params.rms_normalised,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -13,6 +14,7 @@ from fedhyper.errors import ConfigError
 from fedhyper.training import (
     StepController,
     evaluate,
+    loss_before_step,
     make_optimizer,
     pick_device,
     set_seed,
@@ -181,6 +183,24 @@ def test_evaluate_hand_computed() -> None:
         assert result.accuracy == 0.5 and result.num_examples == 4
         assert result.loss == pytest.approx(expected_loss, rel=1e-6)
     assert model.training  # mode restored
+
+
+def test_loss_before_step_is_the_loss_of_the_model_moved_back() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    data = TensorDataset(torch.randn(8, 3), torch.tensor([0, 1] * 4))
+    step = {"0.weight": torch.full((4, 3), 0.5), "2.bias": torch.tensor([1.0, -2.0])}
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    moved_back = copy.deepcopy(model)
+    with torch.no_grad():
+        moved_back[0].weight -= 0.5
+        moved_back[2].bias -= torch.tensor([1.0, -2.0])
+    expected = evaluate(moved_back, data, device=CPU).loss
+    loss = loss_before_step(model, step, data, device=CPU)
+    assert loss == pytest.approx(expected) and loss != evaluate(model, data, device=CPU).loss
+    # The model is restored exactly, buffers included.
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
 
 
 def test_evaluate_empty_data_is_nan() -> None:

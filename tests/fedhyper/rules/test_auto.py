@@ -10,10 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 from torch import Tensor
 
+from clients.client_app import evaluate_global, query, train_one
+from clients.slots import serve_slots
 from fedhyper.checkpoint import load_checkpoint, resume_experiment
 from fedhyper.compose import compose_config
 from fedhyper.errors import ConfigError
@@ -234,6 +245,50 @@ def test_the_loss_guard_lets_a_plateau_pass_within_its_tolerance() -> None:
     assert lrs == pytest.approx([0.01 * math.exp(0.1), 0.01 * math.exp(-0.5)])
 
 
+def test_the_global_guard_reads_a_step_that_went_uphill_as_a_cosine_of_minus_one() -> None:
+    """The clients' cosine says "keep going"; their loss rose since w_{t-1}: s_t = -1."""
+    rule = server_signal(
+        global_hyper_lr=0.5,
+        local_hyper_lr=0.0,
+        momentum=0.5,
+        smoothing=0.0,
+        heavy_ball=True,
+        restart=True,
+        global_signal="clients",
+        probe_examples=8,
+        global_guard=True,
+    )
+    assert rule.sends_applied_step
+    # Round 1: no previous model anywhere (NaN): no guard; m = [1, 0].
+    rule.observe_probe_losses([2.0, 2.0], [1.9, 1.9], [math.nan, math.nan])
+    assert not rule.step_went_uphill
+    rule.step(vec(1.0, 0.0))
+    # Round 2: cosine 1 and the loss fell 2.0 -> 1.8: alpha = e^0.5; m = [1.5, 0].
+    rule.observe_reports({GLOBAL_COSINE_REPORT: 1.0})
+    rule.observe_probe_losses([1.8, 1.8], [1.7, 1.7], [2.0, 2.0])
+    second = rule.step(vec(1.0, 0.0))
+    assert second.global_lr == pytest.approx(math.exp(0.5))
+    # Round 3: cosine 1 again, but the pooled loss rose 3.6 -> 4.2 (> 5%): s = -1, alpha
+    # back to 1, and the restart drops m before it takes Delta: m = [1, 0].
+    rule.observe_reports({GLOBAL_COSINE_REPORT: 1.0})
+    rule.observe_probe_losses([2.2, 2.0], [2.1, 1.9], [1.8, 1.8])
+    assert rule.step_went_uphill
+    third = rule.step(vec(1.0, 0.0))
+    assert (third.hypergradient, third.global_lr) == (-1.0, pytest.approx(1.0))
+    assert torch.allclose(third.update[0], torch.tensor([1.0, 0.0]).double())
+    # Within the tolerance (1.8 -> 1.85, +2.8%) the cosine decides.
+    rule.observe_reports({GLOBAL_COSINE_REPORT: 1.0})
+    rule.observe_probe_losses([1.85], [1.8], [1.8])
+    assert not rule.step_went_uphill
+    assert rule.step(vec(1.0, 0.0)).global_lr == pytest.approx(math.exp(0.5))
+    # Off by default: the same rise leaves the cosine alone.
+    unguarded = server_signal(global_signal="clients", probe_examples=8)
+    unguarded.observe_probe_losses([2.2], [2.1], [1.8])
+    assert not unguarded.step_went_uphill
+    with pytest.raises(ValueError, match="global_guard"):
+        AutoLR(global_guard=True)
+
+
 def test_the_strategy_asks_for_probes_and_passes_each_clients_on() -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
@@ -247,6 +302,8 @@ def test_the_strategy_asks_for_probes_and_passes_each_clients_on() -> None:
     _, _, messages = _round(strategy, 1, model([0.0, 0.0]), replies)
     sent = TrainInstruction.from_record(messages[0].content.config_records[CONFIG_RECORD])
     assert sent.probe_examples == 8 and sent.lr == 0.01
+    # The server's cosine needs no applied step, so the clients probe no previous model.
+    assert not sent.probe_previous
     assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
 
 
@@ -551,6 +608,49 @@ def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path)
     assert lrs[1] == pytest.approx(5.0 * math.exp(-cfg.strategy.local_hyper_lr))
     # The history shows what the guard read: a pooled rise beyond its tolerance.
     assert history[0]["probe_loss_ratio"] > 1.0 + cfg.strategy.guard_tolerance
+
+
+def test_the_clients_probe_the_previous_global_model(tmp_path: Path) -> None:
+    """Each client's loss on w_t - d_{t-1} is its loss on w_{t-1}, measured a round before.
+
+    Two clients train in every round, so each one's before-training probe of round t-1
+    is on the same rows of the same model as its previous-model probe of round t.
+    """
+    probes: dict[tuple[int, int], TrainReport] = {}
+
+    def recording_train_one(content: RecordDict, context: Context) -> RecordDict:
+        reply = train_one(content, context)
+        instruction = TrainInstruction.from_record(content.config_records[CONFIG_RECORD])
+        assert instruction.probe_previous and instruction.partition is not None
+        report = TrainReport.from_record(reply.metric_records[METRICS_RECORD])
+        probes[instruction.server_round, instruction.partition] = report
+        return reply
+
+    app = ClientApp()
+    app.train()(lambda message, context: serve_slots(message, context, recording_train_one))
+    app.evaluate()(evaluate_global)
+    app.query()(query)
+    cfg = config(
+        "strategy=fedhyper_auto",
+        "num_rounds=3",
+        "strategy.global_guard=true",
+        "strategy.probe_examples=16",
+        "partition.num_clients=2",
+    )
+    run_in_process(cfg, tmp_path, app)
+    assert {key[1] for key in probes} == {0, 1}
+    for (server_round, partition), report in probes.items():
+        if server_round == 1:
+            assert report.probe_loss_previous is None
+            continue
+        earlier = probes[server_round - 1, partition].probe_loss_before
+        assert report.probe_loss_previous == pytest.approx(earlier, rel=1e-5)
+    history = read_history(tmp_path)
+    assert math.isnan(history[0]["step_loss_ratio"])
+    for row, server_round in zip(history[1:], (2, 3), strict=True):
+        now = sum(probes[server_round, i].probe_loss_before or 0.0 for i in (0, 1))
+        then = sum(probes[server_round, i].probe_loss_previous or 0.0 for i in (0, 1))
+        assert row["step_loss_ratio"] == pytest.approx(now / then)
 
 
 @pytest.mark.parametrize("signal", ["server", "clients"])
