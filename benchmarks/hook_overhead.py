@@ -8,7 +8,8 @@ controller and with each of the clients' controllers (FedHyper-CL's
 on their own. It also times one server step of FedHyper-Auto's and the reference
 FedHyper's rule on an update of the model's size, and what FedHyper-Auto's loss guard
 costs a client on each dataset's cpu preset: its two forward passes over the probe rows
-against one round of the client's local training. It writes
+against one round of the client's local training, and the optional global guard's third
+(on the previous global model, rebuilt from the server's step). It writes
 ``benchmarks/results/hook_overhead.json`` and prints markdown tables.
 
 Steps run on one thread and are timed in process CPU time, so the ratio holds on a
@@ -41,6 +42,7 @@ from fedhyper.rules import (
 from fedhyper.training import (
     evaluate,
     first_rows,
+    loss_before_step,
     make_optimizer,
     set_seed,
     shuffle_generator,
@@ -224,7 +226,9 @@ def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
     Each of the preset's first ``clients`` clients trains one round from the same
     freshly initialised model at the preset's client LR, as the ClientApp does, with its
     loss measured on its first ``strategy.probe_examples`` rows before and after
-    (FedHyper-Auto's default when the preset sets none). Data loading is not timed.
+    (FedHyper-Auto's default when the preset sets none), and once more on the model
+    moved back by a step of its own size, as the global guard does
+    (:func:`~fedhyper.training.loss_before_step`). Data loading is not timed.
 
     Parameters
     ----------
@@ -238,8 +242,9 @@ def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
     Returns
     -------
     dict
-        The preset, the probe rows, seconds of training and of probes per pass (over all
-        clients) and their ratio.
+        The preset, the probe rows, seconds of training, of the two probes and of the
+        global guard's probe per pass (over all clients), and each probe's ratio to
+        training.
 
     """
     config = compose_config([f"experiment={preset}", "strategy=fedhyper_auto"])
@@ -250,16 +255,22 @@ def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
     model = build_model(task.dataset, task.model, hidden_size=task.hidden_size)
     device = torch.device("cpu")
     partitions = [task.partition(client).train for client in range(clients)]
+    state = model.state_dict()
+    step = {key: 0.01 * torch.randn_like(state[key]) for key in trainable_float_keys(model)}
     train_s: list[float] = []
     probe_s: list[float] = []
+    previous_s: list[float] = []
     for _ in range(repeats):
-        training = probing = 0.0
+        training = probing = previous = 0.0
         for client, data in enumerate(partitions):
             local = copy.deepcopy(model)
             probe = first_rows(data, probe_examples)
             start = time.process_time()
             evaluate(local, probe, device=device)
             probing += time.process_time() - start
+            start = time.process_time()
+            loss_before_step(local, step, probe, device=device)
+            previous += time.process_time() - start
             start = time.process_time()
             generator = shuffle_generator(config.seed, client, 1)
             train_client(local, data, task, lr=config.client.lr, generator=generator, device=device)
@@ -269,7 +280,9 @@ def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
             probing += time.process_time() - start
         train_s.append(training)
         probe_s.append(probing)
+        previous_s.append(previous)
     train_median, probe_median = statistics.median(train_s), statistics.median(probe_s)
+    previous_median = statistics.median(previous_s)
     return {
         "preset": preset,
         "model": task.model,
@@ -278,6 +291,8 @@ def guard_cost(preset: str, clients: int, repeats: int) -> dict[str, Any]:
         "train_s": round(train_median, 4),
         "probe_s": round(probe_median, 4),
         "probe_fraction": round(probe_median / train_median, 4),
+        "previous_probe_s": round(previous_median, 4),
+        "previous_probe_fraction": round(previous_median / train_median, 4),
     }
 
 
@@ -304,12 +319,14 @@ def tables(
     ]
     lines += [
         "",
-        "| preset | probe rows | training s (all clients) | probes s | probes / training |",
-        "|---|---|---|---|---|",
+        "| preset | probe rows | training s (all clients) | probes s | probes / training "
+        "| global guard's probe s | its probe / training |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['preset']} ({r['clients']} clients) | {r['probe_examples']} | {r['train_s']:.3f} "
-        f"| {r['probe_s']:.3f} | {r['probe_fraction']:.1%} |"
+        f"| {r['probe_s']:.3f} | {r['probe_fraction']:.1%} | {r['previous_probe_s']:.3f} "
+        f"| {r['previous_probe_fraction']:.1%} |"
         for r in guard
     ]
     return "\n".join(lines)
