@@ -100,7 +100,8 @@ class RuleStrategy(FedAvg):
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
     travels to the clients as a second ArrayRecord (FedHyper-CL); a rule that
     :attr:`~fedhyper.rules.ServerRule.sends_applied_step` sends the step it applied,
-    ``w_t − w_{t−1}``, instead; if it also asks for probes, the change of the float
+    ``w_t − w_{t−1}``, instead; if the rule also
+    :attr:`~fedhyper.rules.ServerRule.probes_previous_model`, the change of the float
     buffers joins that record and the clients probe ``w_{t−1}`` too
     (:attr:`~fedhyper.wire.TrainInstruction.probe_previous`).
 
@@ -195,8 +196,9 @@ class RuleStrategy(FedAvg):
 
     @property
     def _probes_previous(self) -> bool:
-        """Whether the clients probe the previous global model (the rule's global guard)."""
-        return bool(self.rule.probe_examples) and self.rule.sends_applied_step
+        """Whether the clients probe the previous global model, rebuilt from the step."""
+        rule = self.rule
+        return rule.probes_previous_model and bool(rule.probe_examples) and rule.sends_applied_step
 
     def _observe_clients(self, replies: list[Message], current: dict[str, torch.Tensor]) -> None:
         """Feed each client's own update to FedExP, with the aggregation's weights."""

@@ -284,6 +284,11 @@ class AutoLR(ServerRule):
         return self.global_signal == "clients" or self.global_guard
 
     @property
+    def probes_previous_model(self) -> bool:
+        """Whether the clients probe :math:`w_{t-1}` too: for the global guard."""
+        return self.global_guard
+
+    @property
     def probe_examples(self) -> int:
         """Rows each client measures its loss on for the loss guard (0: no guard)."""
         return self._probe_examples

@@ -93,9 +93,9 @@ class ServerRule(ABC):
             One value per client that replied, in the same order; NaN where a client
             sent none.
         previous
-            The same clients' probe loss on the previous round's global model, when the
-            rule :attr:`sends_applied_step` (NaN where a client sent none; in the first
-            round all are NaN).
+            The same clients' probe loss on the previous round's global model, for a
+            rule that :attr:`probes_previous_model` (NaN where a client sent none; in the
+            first round all are NaN).
 
         """
 
@@ -107,6 +107,16 @@ class ServerRule(ABC):
         measured.
         """
         return 0
+
+    @property
+    def probes_previous_model(self) -> bool:
+        """Whether each client also measures its probe loss on the previous global model.
+
+        It rebuilds that model from the step the server applied, so this needs positive
+        :attr:`probe_examples` and :attr:`sends_applied_step`;
+        :meth:`observe_probe_losses` then receives those losses as ``previous``.
+        """
+        return False
 
     @property
     def sends_applied_step(self) -> bool:

@@ -283,6 +283,7 @@ def test_the_global_guard_reads_a_step_that_went_uphill_as_a_cosine_of_minus_one
     assert rule.step(vec(1.0, 0.0)).global_lr == pytest.approx(math.exp(0.5))
     # Off by default: the same rise leaves the cosine alone.
     unguarded = server_signal(global_signal="clients", probe_examples=8)
+    assert rule.probes_previous_model and not unguarded.probes_previous_model
     unguarded.observe_probe_losses([2.2], [2.1], [1.8])
     assert not unguarded.step_went_uphill
     with pytest.raises(ValueError, match="global_guard"):
