@@ -47,7 +47,8 @@ class RoundRow:
     step_loss_ratio : float
         The clients' pooled probe loss on the global model they received over the same
         on the previous round's (:attr:`~fedhyper.wire.TrainInstruction.probe_previous`):
-        whether the server's last step went uphill; NaN when no client measured it (FedHyper-Auto without its global guard).
+        whether the server's last step went uphill; NaN when no client measured it
+        (FedHyper-Auto without its global guard).
     clients : int
         Replies aggregated.
     failures, timeouts, rejected, retries : int
