@@ -654,10 +654,18 @@ def test_the_clients_probe_the_previous_global_model(tmp_path: Path) -> None:
         assert row["step_loss_ratio"] == pytest.approx(now / then)
 
 
-@pytest.mark.parametrize("signal", ["server", "clients"])
-def test_fedhyper_auto_resumes_exactly(tmp_path: Path, signal: str) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["strategy.global_signal=server"], id="server-signal"),
+        pytest.param(["strategy.global_signal=clients"], id="clients-signal"),
+        # The global guard's clients rebuild w_{t-1} from state the checkpoint must keep.
+        pytest.param(["strategy.global_guard=true"], id="global-guard"),
+    ],
+)
+def test_fedhyper_auto_resumes_exactly(tmp_path: Path, extra: list[str]) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    overrides = ("strategy=fedhyper_auto", f"strategy.global_signal={signal}")
+    overrides = ("strategy=fedhyper_auto", *extra)
     run_in_process(config(*overrides, "num_rounds=3"), straight)
     run_in_process(config(*overrides, "num_rounds=2"), interrupted)
     assert load_checkpoint(interrupted).server_round == 2
