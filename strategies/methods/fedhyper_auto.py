@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from clients.rules.descent_cosine import NAME as DESCENT_COSINE
 from fedhyper.checks import at_least, in_range, one_of, within_own_bounds
 from fedhyper.config import ExperimentConfig, StrategyConfig
+from fedhyper.errors import ConfigError
 from fedhyper.methods import Method, register_method
 from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
 from fedhyper.training import ADAPTIVE_OPTIMIZERS
@@ -107,9 +108,11 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
     at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
-    if params.global_guard:
+    if params.global_guard and params.probe_examples < 1:
         # The guard compares probe losses: it has none to compare without probe rows.
-        at_least("strategy.probe_examples", params.probe_examples, 1)
+        raise ConfigError(
+            "strategy.probe_examples", params.probe_examples, "a number >= 1 with global_guard"
+        )
 
 
 def local_signal(config: ExperimentConfig, params: AutoParams) -> str:

@@ -709,6 +709,11 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
         (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
         (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "10]"),
         (["strategy=fedhyper_auto", "strategy.local_lr_max_factor=0.5"], "max_factor", ">= 1"),
+        (
+            ["strategy=fedhyper_auto", "strategy.global_guard=true", "strategy.probe_examples=0"],
+            "probe_examples",
+            ">= 1 with global_guard",
+        ),
     ],
 )
 def test_bad_fedhyper_auto_settings_are_named(overrides: list[str], key: str, allowed: str) -> None:
