@@ -135,6 +135,7 @@ EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
 HYPERGRADIENT_KEY = "global-hypergradient"
 SCHEDULED_CLIENT_LR_KEY = "scheduled-client-lr"
+STEP_REJECTED_KEY = "step-rejected"
 DEVICE_KEY = "client-device"
 
 NODE_CONFIG_ERROR_CODE = 1001
@@ -743,21 +744,30 @@ class ServerStep:
         The hypergradient that set it.
     scheduled_client_lr : float or None
         The learning rate the clients trained with, when the server scheduled it.
+    rejected : bool
+        Whether the rule rejected the round's update, leaving the model as it was.
 
     """
 
     global_lr: float = 1.0
     hypergradient: float = 0.0
     scheduled_client_lr: float | None = None
+    rejected: bool = False
 
     def to_record(self) -> ReportRecord:
-        """Flatten to scalars (no scheduled LR key when none was scheduled)."""
+        """Flatten to scalars.
+
+        The scheduled LR's key is there only when one was scheduled, the rejection's
+        only when the update was rejected.
+        """
         record: ReportRecord = {
             GLOBAL_LR_KEY: self.global_lr,
             HYPERGRADIENT_KEY: self.hypergradient,
         }
         if self.scheduled_client_lr is not None:
             record[SCHEDULED_CLIENT_LR_KEY] = self.scheduled_client_lr
+        if self.rejected:
+            record[STEP_REJECTED_KEY] = 1
         return record
 
 
@@ -825,6 +835,7 @@ class RoundTraining:
                 global_lr=default.global_lr if global_lr is None else global_lr,
                 hypergradient=default.hypergradient if hypergradient is None else hypergradient,
                 scheduled_client_lr=reader.take_optional(SCHEDULED_CLIENT_LR_KEY, float),
+                rejected=bool(reader.take_optional(STEP_REJECTED_KEY, int)),
             ),
         )
         reader.done()

@@ -10,6 +10,12 @@ space" plateau, the pooled probe loss rises by at most 0.2% in a round. Reading 
 round whose loss did not fall as an overshoot lowers the LR of a model that needed a
 larger one, so the guard tolerates a small rise and leaves a slow drift to the cosine
 signals.
+
+A client LR far too large for the model makes the clients' pooled loss several times what
+it was (Fashion-MNIST's CNN at local LR 0.1 from its initial weights: 3.1x, pooled), and
+the average of such models is no step at all: scaled by a global LR of 2, it left the
+network predicting one class for the rest of the run. :func:`loss_diverged` marks such a
+round, so that a rule can leave the model where it was.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["loss_rose", "pooled_loss_ratio"]
+__all__ = ["loss_diverged", "loss_rose", "pooled_loss_ratio"]
 
 
 def pooled_loss_ratio(before: Sequence[float], after: Sequence[float]) -> float:
@@ -86,3 +92,39 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
     if tolerance < 0.0:
         raise ValueError(f"tolerance must be non-negative, got {tolerance}")
     return not pooled_loss_ratio(before, after) <= 1.0 + tolerance
+
+
+def loss_diverged(before: Sequence[float], after: Sequence[float], limit: float) -> bool:
+    r"""Return whether the clients' training made their pooled probe loss ``limit`` times worse.
+
+    That is, whether :func:`pooled_loss_ratio` exceeds :math:`\lambda`, the ``limit``, or
+    some client's loss was finite before its training and is not after it (its model
+    overflowed). Unlike :func:`loss_rose`, a round with no probe, or with a loss missing
+    before training, does not count: without a measured rise there is nothing to reject.
+
+    Parameters
+    ----------
+    before, after
+        Each client's probe loss before and after its training, in the same order.
+    limit
+        :math:`\lambda \ge 1`.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    ValueError
+        If the sequences differ in length or ``limit`` is below 1.
+
+    """
+    if limit < 1.0:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    ratio = pooled_loss_ratio(before, after)
+    if math.isnan(ratio):
+        return any(
+            math.isfinite(start) and not math.isfinite(end)
+            for start, end in zip(before, after, strict=True)
+        )
+    return ratio > limit

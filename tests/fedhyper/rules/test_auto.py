@@ -40,11 +40,13 @@ from fedhyper.wire import (
     HYPERGRADIENT_KEY,
     METRICS_RECORD,
     PREVIOUS_DELTA_RECORD,
+    STEP_REJECTED_KEY,
     TrainInstruction,
     TrainReport,
 )
 from strategies.methods.fedhyper_auto import AutoParams
 from strategies.rule_strategy import RuleStrategy
+from strategies.runner import MODEL_FILE, initial_model
 from tests.support.grid import KEYS, SAMPLING, FixedNodes, model
 from tests.support.inprocess import comparable, run_in_process
 from tests.support.runs import config, same_weights
@@ -290,6 +292,78 @@ def test_the_global_guard_reads_a_step_that_went_uphill_as_a_cosine_of_minus_one
         AutoLR(global_guard=True)
 
 
+def test_a_round_whose_clients_diverged_is_rejected_and_only_the_client_lr_moves() -> None:
+    rule = server_signal(
+        global_hyper_lr=0.5,
+        local_hyper_lr=0.7,
+        momentum=0.5,
+        smoothing=0.0,
+        heavy_ball=True,
+        probe_examples=8,
+        reject_ratio=2.0,
+    )
+    # Round 1: the pooled loss fell 4.0 -> 3.0; m = [1, 0], step [1, 0].
+    rule.observe_local_signal(0.0)
+    rule.observe_probe_losses([2.0, 2.0], [1.0, 2.0])
+    assert not rule.step(vec(1.0, 0.0)).rejected
+    state = rule.state_dict()
+    # Round 2: 4.0 -> 8.4 (2.1x): no step, alpha and m as they were, the client LR down
+    # by the guard's step e^-0.7, whatever the clients' cosine said.
+    rule.observe_local_signal(1.0)
+    rule.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
+    assert rule.clients_diverged
+    rejected = rule.step(vec(0.0, 5.0))
+    assert rejected.rejected and rejected.hypergradient == 0.0
+    assert torch.equal(rejected.update[0], torch.zeros(2, dtype=torch.float64))
+    assert rejected.global_lr == 1.0
+    assert rejected.client_lr == pytest.approx(0.01 * math.exp(-0.7))
+    after = rule.state_dict()
+    assert after["client_lr"] == pytest.approx(0.01 * math.exp(-0.7))
+    assert {key: after[key] for key in ("alpha", "rounds", "global_signal", "local_signal")} == {
+        key: state[key] for key in ("alpha", "rounds", "global_signal", "local_signal")
+    }
+    assert torch.equal(after["direction"][0], state["direction"][0])
+    # Round 3 goes on from round 1's state: cos([1, 1], m = [1, 0]) moves alpha, and
+    # m = 0.5 [1, 0] + [1, 1].
+    rule.observe_probe_losses([2.0, 2.0], [1.5, 1.5])
+    third = rule.step(vec(1.0, 1.0))
+    assert not third.rejected
+    assert third.global_lr == pytest.approx(math.exp(0.5 * ROOT_HALF))
+    assert torch.allclose(third.update[0], third.global_lr * torch.tensor([1.5, 1.0]).double())
+    # 2.1x is no divergence at a limit of 2.5, nor with rejection off.
+    for limit in (2.5, 0.0):
+        other = server_signal(probe_examples=8, reject_ratio=limit)
+        other.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
+        assert not other.step(vec(1.0, 0.0)).rejected
+    with pytest.raises(ValueError, match="reject_ratio"):
+        AutoLR(reject_ratio=2.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        AutoLR(probe_examples=8, reject_ratio=0.5)
+
+
+def test_a_rejected_round_leaves_the_model_and_the_step_sent_next() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    rule = plain(local_hyper_lr=0.5, global_signal="clients", probe_examples=8, reject_ratio=2)
+    strategy = RuleStrategy(rule, KEYS, **SAMPLING)
+    w0 = model([0.0, 0.0], running_mean=0.5, count=3)
+    first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}, probe=(2.0, 1.0))] * 2
+    w1, metrics, _ = _round(strategy, 1, w0, first)
+    assert STEP_REJECTED_KEY not in metrics
+    # Round 2: the clients' loss went 2 -> 5 and their weights far off: w_2 = w_1, the
+    # buffers included, and the clients get d_1 = [1, 3] again in round 3.
+    diverged = [
+        _reply([50.0, -40.0], 1, {DESCENT_COSINE_REPORT: 0.9}, probe=(2.0, 5.0), running_mean=9.0)
+    ] * 2
+    w2, metrics, _ = _round(strategy, 2, w1, diverged)
+    assert metrics[STEP_REJECTED_KEY] == 1
+    before, after = w1.to_torch_state_dict(), w2.to_torch_state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
+    _, _, messages = _round(strategy, 3, w2, first)
+    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
+    np.testing.assert_allclose(sent["w"].numpy(), [1.0, 3.0])
+
+
 def test_the_strategy_asks_for_probes_and_passes_each_clients_on() -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     rule = plain(local_hyper_lr=0.5, initial_client_lr=0.01, probe_examples=8)
@@ -313,12 +387,14 @@ def _reply(
     examples: int,
     report: dict[str, float],
     probe: tuple[float, float] | None = None,
+    running_mean: float = 0.0,
 ) -> Message:
     train_report = TrainReport.from_lrs(examples, 0.0, [0.01], report)
     if probe is not None:
         train_report = replace(train_report, probe_loss_before=probe[0], probe_loss_after=probe[1])
     record = train_report.to_record()
-    content = RecordDict({ARRAYS_RECORD: model(weights), METRICS_RECORD: MetricRecord(record)})
+    arrays = model(weights, running_mean)
+    content = RecordDict({ARRAYS_RECORD: arrays, METRICS_RECORD: MetricRecord(record)})
     return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
 
 
@@ -611,6 +687,25 @@ def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path)
     assert history[0]["probe_loss_ratio"] > 1.0 + cfg.strategy.guard_tolerance
 
 
+def test_a_round_whose_clients_diverged_leaves_the_global_model_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """At LR 1 the tiny CNN's clients diverge (their loss grows ~10^4 x): the model stays."""
+    cfg = config("strategy=fedhyper_auto", "num_rounds=1", "client.lr=1.0")
+    run_in_process(cfg, tmp_path)
+    [row] = read_history(tmp_path)
+    assert isinstance(cfg.strategy, AutoParams)
+    assert row["probe_loss_ratio"] > cfg.strategy.reject_ratio and row["step_rejected"]
+    saved = torch.load(tmp_path / MODEL_FILE)
+    initial = initial_model(cfg).state_dict()
+    assert all(torch.equal(saved[key], initial[key]) for key in initial)
+    # Without rejection the same round moves it.
+    applied = tmp_path / "applied"
+    run_in_process(replace(cfg, strategy=replace(cfg.strategy, reject_ratio=0.0)), applied)
+    assert not read_history(applied)[0]["step_rejected"]
+    assert not same_weights(tmp_path, applied)
+
+
 def test_the_clients_probe_the_previous_global_model(tmp_path: Path) -> None:
     """Each client's loss on w_t - d_{t-1} is its loss on w_{t-1}, measured a round before.
 
@@ -713,6 +808,12 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
             ["strategy=fedhyper_auto", "strategy.global_guard=true", "strategy.probe_examples=0"],
             "probe_examples",
             ">= 1 with global_guard",
+        ),
+        (["strategy=fedhyper_auto", "strategy.reject_ratio=0.5"], "reject_ratio", "0 (off)"),
+        (
+            ["strategy=fedhyper_auto", "strategy.probe_examples=0"],
+            "probe_examples",
+            ">= 1 with reject_ratio",
         ),
     ],
 )

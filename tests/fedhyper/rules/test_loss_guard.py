@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedhyper.rules.loss_guard import loss_rose, pooled_loss_ratio
+from fedhyper.rules.loss_guard import loss_diverged, loss_rose, pooled_loss_ratio
 
 
 def test_the_pooled_ratio_is_the_summed_losses_after_over_before() -> None:
@@ -67,3 +67,18 @@ def test_bad_input_is_refused() -> None:
         pooled_loss_ratio([1.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="tolerance must be non-negative"):
         loss_rose([1.0], [1.0], tolerance=-0.1)
+
+
+def test_divergence_is_a_pooled_rise_beyond_the_limit_or_an_overflow() -> None:
+    # Pooled 3.0 -> 6.3 (2.1x): beyond 2, within 2.5; one client's loss fell.
+    before, after = [1.0, 2.0], [5.0, 1.3]
+    assert loss_diverged(before, after, limit=2.0)
+    assert not loss_diverged(before, after, limit=2.5)
+    # A client whose model overflowed diverged, whatever the others did.
+    assert loss_diverged([1.0, 2.0], [0.5, math.inf], limit=2.0)
+    assert loss_diverged([1.0, 2.0], [0.5, math.nan], limit=2.0)
+    # Nothing measured before training, or no probe at all: nothing to reject.
+    assert not loss_diverged([math.nan, 2.0], [5.0, 9.0], limit=2.0)
+    assert not loss_diverged([], [], limit=2.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        loss_diverged(before, after, limit=0.5)
