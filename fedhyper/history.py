@@ -49,7 +49,7 @@ class RoundRow:
         on the previous round's (:attr:`~fedhyper.wire.TrainInstruction.probe_previous`):
         whether the server's last step went uphill; NaN when no client measured it
         (FedHyper-Auto without its global guard).
-    step_rejected : bool
+    clients_diverged : bool
         Whether the server rule rejected the round's update, leaving the global model
         as it was (FedHyper-Auto's step rejection).
     clients : int
@@ -78,7 +78,7 @@ class RoundRow:
     scheduled_client_lr: float
     probe_loss_ratio: float = math.nan
     step_loss_ratio: float = math.nan
-    step_rejected: bool = False
+    clients_diverged: bool = False
     clients: int
     failures: int
     timeouts: int

@@ -135,7 +135,7 @@ EVAL_ACCURACY_KEY = "eval-accuracy"
 GLOBAL_LR_KEY = "global-lr"
 HYPERGRADIENT_KEY = "global-hypergradient"
 SCHEDULED_CLIENT_LR_KEY = "scheduled-client-lr"
-STEP_REJECTED_KEY = "step-rejected"
+CLIENTS_DIVERGED_KEY = "clients-diverged"
 DEVICE_KEY = "client-device"
 
 NODE_CONFIG_ERROR_CODE = 1001
@@ -767,7 +767,7 @@ class ServerStep:
         if self.scheduled_client_lr is not None:
             record[SCHEDULED_CLIENT_LR_KEY] = self.scheduled_client_lr
         if self.rejected:
-            record[STEP_REJECTED_KEY] = 1
+            record[CLIENTS_DIVERGED_KEY] = 1
         return record
 
 
@@ -835,7 +835,7 @@ class RoundTraining:
                 global_lr=default.global_lr if global_lr is None else global_lr,
                 hypergradient=default.hypergradient if hypergradient is None else hypergradient,
                 scheduled_client_lr=reader.take_optional(SCHEDULED_CLIENT_LR_KEY, float),
-                rejected=bool(reader.take_optional(STEP_REJECTED_KEY, int)),
+                rejected=bool(reader.take_optional(CLIENTS_DIVERGED_KEY, int)),
             ),
         )
         reader.done()

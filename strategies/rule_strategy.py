@@ -95,11 +95,8 @@ class RuleStrategy(FedAvg):
     clients' mean client-rule reports (:meth:`ServerRule.observe_reports`) and, when it
     asks for them (:attr:`ServerRule.probe_examples`), each client's probe losses
     (:meth:`ServerRule.observe_probe_losses`); buffers
-    (BatchNorm statistics, counters) take the plain average, unless the rule rejected
-    the round's update (:attr:`ServerStep.rejected <fedhyper.rules.ServerStep.rejected>`):
-    then the model stays as it was, and so does the step sent next round. When the rule
-    schedules the clients' learning rate, it is the
-    :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
+    (BatchNorm statistics, counters) take the plain average. When the rule schedules the
+    clients' learning rate, it is the :class:`~fedhyper.wire.TrainInstruction`'s ``lr``,
     the LR clients train with. With ``send_previous_delta`` the unscaled ``Δ_{t−1}``
     travels to the clients as a second ArrayRecord (FedHyper-CL); a rule that
     :attr:`~fedhyper.rules.ServerRule.sends_applied_step` sends the step it applied,
@@ -184,10 +181,9 @@ class RuleStrategy(FedAvg):
         scheduled_lr = self.client_lr
         if step.client_lr is not None:
             self.client_lr = step.client_lr
-        # A rejected round leaves the model, so the last step that reached it stays.
-        if self.send_previous_delta and not step.rejected:
+        if self.send_previous_delta:
             self.previous_delta = step.update if self.rule.sends_applied_step else delta
-        if self._probes_previous and not step.rejected:
+        if self._probes_previous:
             trainable = set(self.trainable_keys)
             self.previous_buffer_step = {
                 key: value - current[key]
@@ -195,7 +191,7 @@ class RuleStrategy(FedAvg):
                 if key not in trainable and value.is_floating_point()
             }
         metrics = metrics if metrics is not None else MetricRecord()
-        record = ServerStep(step.global_lr, step.hypergradient, scheduled_lr, step.rejected)
+        record = ServerStep(step.global_lr, step.hypergradient, scheduled_lr, step.clients_diverged)
         metrics.update(record.to_record())
         return ArrayRecord(new_state), metrics
 

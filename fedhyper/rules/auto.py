@@ -36,9 +36,9 @@ Ingredients, each with its own off switch (``0`` or ``False``):
 * the same guard on the global LR: when the clients' loss on those rows is higher on
   the model they received than on the previous round's, the server's last step went
   uphill, however its cosine reads, and the global signal of the round is -1;
-* step rejection: when the clients' training made that loss several times worse, their
-  average is no descent step at any scale (:func:`~fedhyper.rules.loss_guard.loss_diverged`),
-  and the server leaves the model where it was, lowering only the clients' LR.
+* a cap for diverged rounds: when the clients' training made that loss several times
+  worse (:func:`~fedhyper.rules.loss_guard.loss_diverged`), extrapolating past their
+  average is unfounded, so the server steps no further than FedAvg would.
 """
 
 from __future__ import annotations
@@ -124,12 +124,12 @@ class AutoLR(ServerRule):
     ``guard_tolerance``, passed in by :meth:`observe_probe_losses`) has
     :math:`\beta_l c_t` replaced by :math:`-\beta_l`; with ``global_guard`` too, a round
     in which that loss was higher on :math:`w_t` than on :math:`w_{t-1}` by the same
-    test has :math:`s_t = -1`. With ``reject_ratio`` :math:`\lambda > 0`, a round in which
-    the clients' training made that pooled loss more than :math:`\lambda` times what it
-    was (:func:`~fedhyper.rules.loss_guard.loss_diverged`) is rejected: the update is
-    zero, the clients' LR goes down by :math:`\beta_l` in log space, and nothing else
-    moves (α, both averages, :math:`m`, the round count), so the next round starts over
-    from the same model with the smaller LR. With :math:`\mu = 0`
+    test has :math:`s_t = -1`. With ``divergence_ratio`` :math:`\lambda > 0`, a round in
+    which the clients' training made that pooled loss more than :math:`\lambda` times
+    what it was (:func:`~fedhyper.rules.loss_guard.loss_diverged`) counts as a guard's
+    rise for the clients' LR, restarts the momentum from :math:`\Delta_t` and steps by
+    :math:`\min(\alpha_t, 1)\,\Delta_t`: the clients' models got worse, and their
+    average is as far as the server goes along them. With :math:`\mu = 0`
     the direction :math:`m_{t-1}` is :math:`\Delta_{t-1}` and the step is
     :math:`\alpha_t\Delta_t`; the bias correction makes the first steps full-sized. With
     ``restart=True``, a round with :math:`\hat s_t < 0` sets :math:`m_{t-1} = 0` first, and
@@ -198,9 +198,9 @@ class AutoLR(ServerRule):
         Guard the global LR too: each client also measures its probe loss on the
         previous global model, :math:`w_t - d_{t-1}`, and a rise by more than
         ``guard_tolerance`` sets :math:`s_t = -1`. Needs ``probe_examples > 0``.
-    reject_ratio
-        :math:`\lambda`: reject a round whose clients' pooled probe loss after training is
-        more than :math:`\lambda` times the loss before; 0 never rejects, else at least
+    divergence_ratio
+        :math:`\lambda`: cap the step of a round whose clients' pooled probe loss after
+        training is more than :math:`\lambda` times the loss before; 0 never, else at least
         1. Needs ``probe_examples > 0``.
 
     Raises
@@ -208,8 +208,8 @@ class AutoLR(ServerRule):
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
-        ``probe_examples`` or ``guard_tolerance``, ``global_guard`` or ``reject_ratio``
-        without probes, a ``reject_ratio`` in ``(0, 1)``, or an unknown ``local_signal``
+        ``probe_examples`` or ``guard_tolerance``, ``global_guard`` or ``divergence_ratio``
+        without probes, a ``divergence_ratio`` in ``(0, 1)``, or an unknown ``local_signal``
         or ``global_signal``.
 
     """
@@ -234,7 +234,7 @@ class AutoLR(ServerRule):
         restart: bool = False,
         guard_tolerance: float = 0.05,
         global_guard: bool = False,
-        reject_ratio: float = 0.0,
+        divergence_ratio: float = 0.0,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -256,11 +256,11 @@ class AutoLR(ServerRule):
             raise ValueError(f"guard_tolerance must be non-negative, got {guard_tolerance}")
         if global_guard and probe_examples == 0:
             raise ValueError("global_guard needs probe_examples > 0")
-        if reject_ratio != 0.0 and not reject_ratio >= 1.0:
-            raise ValueError(f"reject_ratio must be 0 or at least 1, got {reject_ratio}")
-        if reject_ratio and probe_examples == 0:
-            raise ValueError("reject_ratio needs probe_examples > 0")
-        self.reject_ratio = float(reject_ratio)
+        if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
+            raise ValueError(f"divergence_ratio must be 0 or at least 1, got {divergence_ratio}")
+        if divergence_ratio and probe_examples == 0:
+            raise ValueError("divergence_ratio needs probe_examples > 0")
+        self.divergence_ratio = float(divergence_ratio)
         self._probe_examples = int(probe_examples)
         self.global_guard = global_guard
         self.guard_tolerance = float(guard_tolerance)
@@ -363,20 +363,19 @@ class AutoLR(ServerRule):
 
     @property
     def clients_diverged(self) -> bool:
-        """Whether the pending round is rejected: its clients' training diverged.
+        """Whether the pending round's clients diverged: their step is capped.
 
-        Never with ``reject_ratio`` 0; otherwise
+        Never with ``divergence_ratio`` 0; otherwise
         :func:`~fedhyper.rules.loss_guard.loss_diverged` at that limit.
         """
-        if not self.reject_ratio:
+        if not self.divergence_ratio:
             return False
         before, after, _ = self._pending_probes
-        return loss_diverged(before, after, self.reject_ratio)
+        return loss_diverged(before, after, self.divergence_ratio)
 
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
-        if self.clients_diverged:
-            return self._reject(delta)
+        diverged = self.clients_diverged
         smoothed = 0.0
         signal = self._global_signal(delta)
         if self.step_went_uphill:
@@ -394,45 +393,40 @@ class AutoLR(ServerRule):
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.
                 local = min(local, self._global_average.consistency)
-        if self.loss_rose:
+        if diverged or self.loss_rose:
             local = -1.0
-        self._clear_pending()
-        self._move_client_lr(local)
+        self._pending_local_signal = 0.0
+        self._pending_global_signal = None
+        self._pending_probes = ([], [], [])
+        self._client_lr = self._move(
+            self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
+        )
         self._rounds += 1
         with torch.no_grad():
             if self._direction is None:
                 self._direction = [torch.zeros_like(d) for d in delta]
-            elif self.restart and smoothed < 0.0:
-                # The last step overshot: carrying its momentum on would overshoot again.
+            elif diverged or (self.restart and smoothed < 0.0):
+                # The last step overshot, or the clients diverged: carrying the momentum
+                # on would overshoot again.
                 torch._foreach_zero_(self._direction)
             # m <- mu m + (1 - mu) Delta (or + Delta), in place on the rule's own buffer.
             torch._foreach_mul_(self._direction, self.momentum)
             weight = 1.0 if self.heavy_ball else 1.0 - self.momentum
             torch._foreach_add_(self._direction, list(delta), alpha=weight)
-            correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._rounds
-            scale = self._alpha / correction
-            update = list(torch._foreach_mul(self._direction, scale))
+            if diverged:
+                # Each client's own model got worse: beyond their average, nothing
+                # says the loss falls along it.
+                update = list(torch._foreach_mul(list(delta), min(self._alpha, 1.0)))
+            else:
+                correction = 1.0 if self.heavy_ball else 1.0 - self.momentum**self._rounds
+                scale = self._alpha / correction
+                update = list(torch._foreach_mul(self._direction, scale))
         return ServerStep(
-            update=update, global_lr=self._alpha, client_lr=self._client_lr, hypergradient=smoothed
-        )
-
-    def _reject(self, delta: Sequence[Tensor]) -> ServerStep:
-        # The clients start the next round from the same model, so its global signal and
-        # guard will be measured again there: counting them now would count them twice.
-        self._clear_pending()
-        self._move_client_lr(-1.0)
-        zeros = [torch.zeros_like(d) for d in delta]
-        return ServerStep(zeros, self._alpha, self._client_lr, hypergradient=0.0, rejected=True)
-
-    def _clear_pending(self) -> None:
-        self._pending_local_signal = 0.0
-        self._pending_global_signal = None
-        self._pending_probes = ([], [], [])
-
-    def _move_client_lr(self, signal: float) -> None:
-        change = self.local_hyper_lr * signal
-        self._client_lr = self._move(
-            self._client_lr, change, self.client_lr_bounds, self.base_client_lr
+            update=update,
+            global_lr=self._alpha,
+            client_lr=self._client_lr,
+            hypergradient=smoothed,
+            clients_diverged=diverged,
         )
 
     def _global_signal(self, delta: Sequence[Tensor]) -> float | None:

@@ -39,10 +39,10 @@ class ServerStep:
         The signal that drove the rule this round (the raw inner product, or the cosine
         in normalised mode, before multiplication by the hyper-LR); ``0.0`` when there
         is none (round 0, or rules without one).
-    rejected
-        Whether the rule rejected the round's update: ``update`` is zero, and the
-        buffers (BatchNorm statistics) keep their values too, rather than the clients'
-        average (:func:`apply_rule`).
+    clients_diverged
+        Whether the rule read the round's clients as diverged (their own loss grew
+        several times over their training) and so stepped no further than their
+        average; ``False`` for rules that do not probe.
 
     """
 
@@ -50,7 +50,7 @@ class ServerStep:
     global_lr: float
     client_lr: float | None
     hypergradient: float
-    rejected: bool = False
+    clients_diverged: bool = False
 
 
 class ServerRule(ABC):
@@ -171,8 +171,7 @@ def apply_rule(
     -------
     new_state : dict of str to Tensor
         :math:`w_{t+1}`: ``current + update`` over ``keys``, the average elsewhere
-        (buffers), each entry in ``current``'s dtype; a copy of ``current`` when the
-        rule rejected the update.
+        (buffers), each entry in ``current``'s dtype.
     step : ServerStep
         What the rule decided.
     delta : list of Tensor
@@ -181,8 +180,6 @@ def apply_rule(
     """
     delta = [averaged[key] - current[key] for key in keys]
     step = rule.step(delta)
-    if step.rejected:
-        return {key: value.clone() for key, value in current.items()}, step, delta
     new_state = dict(averaged)
     for key, update in zip(keys, step.update, strict=True):
         new_state[key] = current[key] + update

@@ -15,7 +15,7 @@ A client LR far too large for the model makes the clients' pooled loss several t
 it was (Fashion-MNIST's CNN at local LR 0.1 from its initial weights: 3.1x, pooled), and
 the average of such models is no step at all: scaled by a global LR of 2, it left the
 network predicting one class for the rest of the run. :func:`loss_diverged` marks such a
-round, so that a rule can leave the model where it was.
+round, so that a rule can step no further than the clients' average.
 """
 
 from __future__ import annotations

@@ -68,11 +68,12 @@ class AutoParams(StrategyConfig):
         Guard the global LR too: each client also measures its probe loss on the
         previous global model, and a rise since then counts as a global signal of -1
         (needs ``probe_examples`` > 0).
-    reject_ratio : float
-        Step rejection: a round whose clients' pooled probe loss after training is more
-        than this many times the loss before leaves the global model as it was, and
-        only the clients' LR moves (down, by the largest step); 0 never rejects, else at
-        least 1 (needs ``probe_examples`` > 0).
+    divergence_ratio : float
+        The cap for diverged rounds: a round whose clients' pooled probe loss after
+        training is more than this many times the loss before steps no further than
+        FedAvg would (min(α, 1) times the clients' average update, the momentum
+        restarted) and lowers the clients' LR by the largest step; 0 never caps, else
+        at least 1 (needs ``probe_examples`` > 0).
 
     """
 
@@ -94,7 +95,7 @@ class AutoParams(StrategyConfig):
     probe_examples: int = 32
     guard_tolerance: float = 0.05
     global_guard: bool = False
-    reject_ratio: float = 2.0
+    divergence_ratio: float = 2.0
 
 
 def _check(config: ExperimentConfig, params: AutoParams) -> None:
@@ -114,11 +115,11 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
     at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
-    if params.reject_ratio != 0.0 and not params.reject_ratio >= 1.0:
-        raise ConfigError("strategy.reject_ratio", params.reject_ratio, "0 (off) or >= 1")
+    if params.divergence_ratio != 0.0 and not params.divergence_ratio >= 1.0:
+        raise ConfigError("strategy.divergence_ratio", params.divergence_ratio, "0 (off) or >= 1")
     for setting, wanted in (
         ("global_guard", params.global_guard),
-        ("reject_ratio", params.reject_ratio),
+        ("divergence_ratio", params.divergence_ratio),
     ):
         if wanted and params.probe_examples < 1:
             # Both compare probe losses: there are none to compare without probe rows.
@@ -156,7 +157,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         probe_examples=params.probe_examples,
         guard_tolerance=params.guard_tolerance,
         global_guard=params.global_guard,
-        reject_ratio=params.reject_ratio,
+        divergence_ratio=params.divergence_ratio,
         heavy_ball=params.heavy_ball,
         restart=params.restart,
         rms_normalised=params.rms_normalised,

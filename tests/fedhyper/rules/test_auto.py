@@ -40,7 +40,7 @@ from fedhyper.wire import (
     HYPERGRADIENT_KEY,
     METRICS_RECORD,
     PREVIOUS_DELTA_RECORD,
-    STEP_REJECTED_KEY,
+    CLIENTS_DIVERGED_KEY,
     TrainInstruction,
     TrainReport,
 )
@@ -300,7 +300,7 @@ def test_a_round_whose_clients_diverged_is_rejected_and_only_the_client_lr_moves
         smoothing=0.0,
         heavy_ball=True,
         probe_examples=8,
-        reject_ratio=2.0,
+        divergence_ratio=2.0,
     )
     # Round 1: the pooled loss fell 4.0 -> 3.0; m = [1, 0], step [1, 0].
     rule.observe_local_signal(0.0)
@@ -332,30 +332,30 @@ def test_a_round_whose_clients_diverged_is_rejected_and_only_the_client_lr_moves
     assert torch.allclose(third.update[0], third.global_lr * torch.tensor([1.5, 1.0]).double())
     # 2.1x is no divergence at a limit of 2.5, nor with rejection off.
     for limit in (2.5, 0.0):
-        other = server_signal(probe_examples=8, reject_ratio=limit)
+        other = server_signal(probe_examples=8, divergence_ratio=limit)
         other.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
         assert not other.step(vec(1.0, 0.0)).rejected
-    with pytest.raises(ValueError, match="reject_ratio"):
-        AutoLR(reject_ratio=2.0)
+    with pytest.raises(ValueError, match="divergence_ratio"):
+        AutoLR(divergence_ratio=2.0)
     with pytest.raises(ValueError, match="at least 1"):
-        AutoLR(probe_examples=8, reject_ratio=0.5)
+        AutoLR(probe_examples=8, divergence_ratio=0.5)
 
 
 def test_a_rejected_round_leaves_the_model_and_the_step_sent_next() -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    rule = plain(local_hyper_lr=0.5, global_signal="clients", probe_examples=8, reject_ratio=2)
+    rule = plain(local_hyper_lr=0.5, global_signal="clients", probe_examples=8, divergence_ratio=2)
     strategy = RuleStrategy(rule, KEYS, **SAMPLING)
     w0 = model([0.0, 0.0], running_mean=0.5, count=3)
     first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}, probe=(2.0, 1.0))] * 2
     w1, metrics, _ = _round(strategy, 1, w0, first)
-    assert STEP_REJECTED_KEY not in metrics
+    assert CLIENTS_DIVERGED_KEY not in metrics
     # Round 2: the clients' loss went 2 -> 5 and their weights far off: w_2 = w_1, the
     # buffers included, and the clients get d_1 = [1, 3] again in round 3.
     diverged = [
         _reply([50.0, -40.0], 1, {DESCENT_COSINE_REPORT: 0.9}, probe=(2.0, 5.0), running_mean=9.0)
     ] * 2
     w2, metrics, _ = _round(strategy, 2, w1, diverged)
-    assert metrics[STEP_REJECTED_KEY] == 1
+    assert metrics[CLIENTS_DIVERGED_KEY] == 1
     before, after = w1.to_torch_state_dict(), w2.to_torch_state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
@@ -695,14 +695,14 @@ def test_a_round_whose_clients_diverged_leaves_the_global_model_as_it_was(
     run_in_process(cfg, tmp_path)
     [row] = read_history(tmp_path)
     assert isinstance(cfg.strategy, AutoParams)
-    assert row["probe_loss_ratio"] > cfg.strategy.reject_ratio and row["step_rejected"]
+    assert row["probe_loss_ratio"] > cfg.strategy.divergence_ratio and row["clients_diverged"]
     saved = torch.load(tmp_path / MODEL_FILE)
     initial = initial_model(cfg).state_dict()
     assert all(torch.equal(saved[key], initial[key]) for key in initial)
     # Without rejection the same round moves it.
     applied = tmp_path / "applied"
-    run_in_process(replace(cfg, strategy=replace(cfg.strategy, reject_ratio=0.0)), applied)
-    assert not read_history(applied)[0]["step_rejected"]
+    run_in_process(replace(cfg, strategy=replace(cfg.strategy, divergence_ratio=0.0)), applied)
+    assert not read_history(applied)[0]["clients_diverged"]
     assert not same_weights(tmp_path, applied)
 
 
@@ -809,11 +809,15 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
             "probe_examples",
             ">= 1 with global_guard",
         ),
-        (["strategy=fedhyper_auto", "strategy.reject_ratio=0.5"], "reject_ratio", "0 (off)"),
+        (
+            ["strategy=fedhyper_auto", "strategy.divergence_ratio=0.5"],
+            "divergence_ratio",
+            "0 (off)",
+        ),
         (
             ["strategy=fedhyper_auto", "strategy.probe_examples=0"],
             "probe_examples",
-            ">= 1 with reject_ratio",
+            ">= 1 with divergence_ratio",
         ),
     ],
 )
