@@ -40,13 +40,11 @@ from fedhyper.wire import (
     HYPERGRADIENT_KEY,
     METRICS_RECORD,
     PREVIOUS_DELTA_RECORD,
-    CLIENTS_DIVERGED_KEY,
     TrainInstruction,
     TrainReport,
 )
 from strategies.methods.fedhyper_auto import AutoParams
 from strategies.rule_strategy import RuleStrategy
-from strategies.runner import MODEL_FILE, initial_model
 from tests.support.grid import KEYS, SAMPLING, FixedNodes, model
 from tests.support.inprocess import comparable, run_in_process
 from tests.support.runs import config, same_weights
@@ -292,76 +290,49 @@ def test_the_global_guard_reads_a_step_that_went_uphill_as_a_cosine_of_minus_one
         AutoLR(global_guard=True)
 
 
-def test_a_round_whose_clients_diverged_is_rejected_and_only_the_client_lr_moves() -> None:
+def test_a_round_whose_clients_diverged_steps_no_further_than_their_average() -> None:
     rule = server_signal(
         global_hyper_lr=0.5,
         local_hyper_lr=0.7,
         momentum=0.5,
         smoothing=0.0,
         heavy_ball=True,
+        initial_lr=2.0,
         probe_examples=8,
         divergence_ratio=2.0,
     )
-    # Round 1: the pooled loss fell 4.0 -> 3.0; m = [1, 0], step [1, 0].
-    rule.observe_local_signal(0.0)
-    rule.observe_probe_losses([2.0, 2.0], [1.0, 2.0])
-    assert not rule.step(vec(1.0, 0.0)).rejected
-    state = rule.state_dict()
-    # Round 2: 4.0 -> 8.4 (2.1x): no step, alpha and m as they were, the client LR down
-    # by the guard's step e^-0.7, whatever the clients' cosine said.
+    # Round 1: the pooled loss went 4.0 -> 8.4 (2.1x): the step is the average, not
+    # alpha = 2 times it; m = [1, 0]; the client LR down by the guard's e^-0.7, whatever
+    # the clients' cosine said.
     rule.observe_local_signal(1.0)
     rule.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
     assert rule.clients_diverged
-    rejected = rule.step(vec(0.0, 5.0))
-    assert rejected.rejected and rejected.hypergradient == 0.0
-    assert torch.equal(rejected.update[0], torch.zeros(2, dtype=torch.float64))
-    assert rejected.global_lr == 1.0
-    assert rejected.client_lr == pytest.approx(0.01 * math.exp(-0.7))
-    after = rule.state_dict()
-    assert after["client_lr"] == pytest.approx(0.01 * math.exp(-0.7))
-    assert {key: after[key] for key in ("alpha", "rounds", "global_signal", "local_signal")} == {
-        key: state[key] for key in ("alpha", "rounds", "global_signal", "local_signal")
-    }
-    assert torch.equal(after["direction"][0], state["direction"][0])
-    # Round 3 goes on from round 1's state: cos([1, 1], m = [1, 0]) moves alpha, and
-    # m = 0.5 [1, 0] + [1, 1].
+    first = rule.step(vec(1.0, 0.0))
+    assert first.clients_diverged and first.global_lr == 2.0
+    assert torch.equal(first.update[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert first.client_lr == pytest.approx(0.01 * math.exp(-0.7))
+    # Round 2 (the loss fell): cos([1, 1], m) moves alpha, m = 0.5 [1, 0] + [1, 1].
     rule.observe_probe_losses([2.0, 2.0], [1.5, 1.5])
-    third = rule.step(vec(1.0, 1.0))
-    assert not third.rejected
-    assert third.global_lr == pytest.approx(math.exp(0.5 * ROOT_HALF))
-    assert torch.allclose(third.update[0], third.global_lr * torch.tensor([1.5, 1.0]).double())
-    # 2.1x is no divergence at a limit of 2.5, nor with rejection off.
+    second = rule.step(vec(1.0, 1.0))
+    alpha = 2.0 * math.exp(0.5 * ROOT_HALF)
+    assert not second.clients_diverged and second.global_lr == pytest.approx(alpha)
+    assert torch.allclose(second.update[0], alpha * torch.tensor([1.5, 1.0]).double())
+    # Round 3, a client's loss overflowed: alpha still follows its signal, but the step
+    # is min(alpha, 1) Delta = Delta, and m restarts from Delta.
+    rule.observe_probe_losses([1.0], [math.inf])
+    third = rule.step(vec(0.0, 3.0))
+    assert third.clients_diverged
+    assert torch.allclose(third.update[0], torch.tensor([0.0, 3.0]).double())
+    assert torch.allclose(rule.state_dict()["direction"][0], torch.tensor([0.0, 3.0]).double())
+    # 2.1x is no divergence at a limit of 2.5, nor with the cap off.
     for limit in (2.5, 0.0):
-        other = server_signal(probe_examples=8, divergence_ratio=limit)
+        other = server_signal(initial_lr=2.0, probe_examples=8, divergence_ratio=limit)
         other.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
-        assert not other.step(vec(1.0, 0.0)).rejected
+        assert torch.allclose(other.step(vec(1.0, 0.0)).update[0], vec(2.0, 0.0)[0])
     with pytest.raises(ValueError, match="divergence_ratio"):
         AutoLR(divergence_ratio=2.0)
     with pytest.raises(ValueError, match="at least 1"):
         AutoLR(probe_examples=8, divergence_ratio=0.5)
-
-
-def test_a_rejected_round_leaves_the_model_and_the_step_sent_next() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    rule = plain(local_hyper_lr=0.5, global_signal="clients", probe_examples=8, divergence_ratio=2)
-    strategy = RuleStrategy(rule, KEYS, **SAMPLING)
-    w0 = model([0.0, 0.0], running_mean=0.5, count=3)
-    first = [_reply([1.0, 3.0], 1, {DESCENT_COSINE_REPORT: 0.0}, probe=(2.0, 1.0))] * 2
-    w1, metrics, _ = _round(strategy, 1, w0, first)
-    assert CLIENTS_DIVERGED_KEY not in metrics
-    # Round 2: the clients' loss went 2 -> 5 and their weights far off: w_2 = w_1, the
-    # buffers included, and the clients get d_1 = [1, 3] again in round 3.
-    diverged = [
-        _reply([50.0, -40.0], 1, {DESCENT_COSINE_REPORT: 0.9}, probe=(2.0, 5.0), running_mean=9.0)
-    ] * 2
-    w2, metrics, _ = _round(strategy, 2, w1, diverged)
-    assert metrics[CLIENTS_DIVERGED_KEY] == 1
-    before, after = w1.to_torch_state_dict(), w2.to_torch_state_dict()
-    assert all(torch.equal(before[key], after[key]) for key in before)
-    assert strategy.client_lr == pytest.approx(0.01 * math.exp(-0.5))
-    _, _, messages = _round(strategy, 3, w2, first)
-    sent = messages[0].content.array_records[PREVIOUS_DELTA_RECORD]
-    np.testing.assert_allclose(sent["w"].numpy(), [1.0, 3.0])
 
 
 def test_the_strategy_asks_for_probes_and_passes_each_clients_on() -> None:
@@ -687,23 +658,22 @@ def test_the_loss_guard_reaches_the_clients_and_brakes_a_huge_lr(tmp_path: Path)
     assert history[0]["probe_loss_ratio"] > 1.0 + cfg.strategy.guard_tolerance
 
 
-def test_a_round_whose_clients_diverged_leaves_the_global_model_as_it_was(
-    tmp_path: Path,
-) -> None:
-    """At LR 1 the tiny CNN's clients diverge (their loss grows ~10^4 x): the model stays."""
-    cfg = config("strategy=fedhyper_auto", "num_rounds=1", "client.lr=1.0")
-    run_in_process(cfg, tmp_path)
-    [row] = read_history(tmp_path)
+def test_a_diverged_round_steps_as_fedavg_whatever_alpha(tmp_path: Path) -> None:
+    """At LR 1 the tiny CNN's clients diverge (their loss grows ~10^4 x): α_0 = 2 steps as 1."""
+    runs = {
+        "capped": ("strategy.global_lr=2",),
+        "fedavg-step": ("strategy.global_lr=1",),
+        "uncapped": ("strategy.global_lr=2", "strategy.divergence_ratio=0"),
+    }
+    for name, overrides in runs.items():
+        cfg = config("strategy=fedhyper_auto", "num_rounds=1", "client.lr=1.0", *overrides)
+        run_in_process(cfg, tmp_path / name)
+    [row] = read_history(tmp_path / "capped")
     assert isinstance(cfg.strategy, AutoParams)
-    assert row["probe_loss_ratio"] > cfg.strategy.divergence_ratio and row["clients_diverged"]
-    saved = torch.load(tmp_path / MODEL_FILE)
-    initial = initial_model(cfg).state_dict()
-    assert all(torch.equal(saved[key], initial[key]) for key in initial)
-    # Without rejection the same round moves it.
-    applied = tmp_path / "applied"
-    run_in_process(replace(cfg, strategy=replace(cfg.strategy, divergence_ratio=0.0)), applied)
-    assert not read_history(applied)[0]["clients_diverged"]
-    assert not same_weights(tmp_path, applied)
+    assert row["probe_loss_ratio"] > 2.0 and row["clients_diverged"]
+    assert not read_history(tmp_path / "uncapped")[0]["clients_diverged"]
+    assert same_weights(tmp_path / "capped", tmp_path / "fedavg-step")
+    assert not same_weights(tmp_path / "capped", tmp_path / "uncapped")
 
 
 def test_the_clients_probe_the_previous_global_model(tmp_path: Path) -> None:
