@@ -232,7 +232,7 @@ def run_record(run: Run) -> dict[str, Any]:
         ``accuracy`` per round, ``final_accuracy``, ``best_accuracy``,
         ``rounds_to_target``, ``wall_s``, and ``global_lr_per_round``,
         ``local_lr_per_round`` (mean over the round's clients and steps),
-        ``diverged_rounds`` (the rounds whose update the rule rejected), ``hyper_lr``,
+        ``diverged_rounds`` (the rounds whose clients the rule read as diverged), ``hyper_lr``,
         ``normalised``, and ``settings``: the run's whole ``strategy`` and ``client``
         configuration, so that a row still says what ran after a default changes.
 
@@ -251,7 +251,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "wall_s": s.wall_s,
         "global_lr_per_round": [float(row["global_lr"]) for row in run.history],
         "local_lr_per_round": [float(row["client_lr_mean"]) for row in run.history],
-        # Histories written before step rejection existed have no such column.
+        # Histories written before the divergence cap existed have no such column.
         "diverged_rounds": [
             int(row["round"]) for row in run.history if row.get("clients_diverged", False)
         ],

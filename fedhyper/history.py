@@ -50,8 +50,9 @@ class RoundRow:
         whether the server's last step went uphill; NaN when no client measured it
         (FedHyper-Auto without its global guard).
     clients_diverged : bool
-        Whether the server rule rejected the round's update, leaving the global model
-        as it was (FedHyper-Auto's step rejection).
+        Whether the server rule read the round's clients as diverged (their pooled
+        probe loss grew beyond FedHyper-Auto's ``divergence_ratio`` over their training)
+        and stepped no further than their average.
     clients : int
         Replies aggregated.
     failures, timeouts, rejected, retries : int

@@ -744,21 +744,21 @@ class ServerStep:
         The hypergradient that set it.
     scheduled_client_lr : float or None
         The learning rate the clients trained with, when the server scheduled it.
-    rejected : bool
-        Whether the rule rejected the round's update, leaving the model as it was.
+    clients_diverged : bool
+        Whether the rule read the round's clients as diverged and capped its step.
 
     """
 
     global_lr: float = 1.0
     hypergradient: float = 0.0
     scheduled_client_lr: float | None = None
-    rejected: bool = False
+    clients_diverged: bool = False
 
     def to_record(self) -> ReportRecord:
         """Flatten to scalars.
 
         The scheduled LR's key is there only when one was scheduled, the rejection's
-        only when the update was rejected.
+        only when the clients diverged.
         """
         record: ReportRecord = {
             GLOBAL_LR_KEY: self.global_lr,
@@ -766,7 +766,7 @@ class ServerStep:
         }
         if self.scheduled_client_lr is not None:
             record[SCHEDULED_CLIENT_LR_KEY] = self.scheduled_client_lr
-        if self.rejected:
+        if self.clients_diverged:
             record[CLIENTS_DIVERGED_KEY] = 1
         return record
 
@@ -835,7 +835,7 @@ class RoundTraining:
                 global_lr=default.global_lr if global_lr is None else global_lr,
                 hypergradient=default.hypergradient if hypergradient is None else hypergradient,
                 scheduled_client_lr=reader.take_optional(SCHEDULED_CLIENT_LR_KEY, float),
-                rejected=bool(reader.take_optional(CLIENTS_DIVERGED_KEY, int)),
+                clients_diverged=bool(reader.take_optional(CLIENTS_DIVERGED_KEY, int)),
             ),
         )
         reader.done()

@@ -194,7 +194,7 @@ class RoundRunner:
             # NaN unless every accepted client probed.
             probe_loss_ratio=pooled_loss_ratio(probes.before, probes.after),
             step_loss_ratio=pooled_loss_ratio(probes.previous, probes.before),
-            clients_diverged=training.step.rejected,
+            clients_diverged=training.step.clients_diverged,
             clients=len(trained.accepted),
             failures=trained.attempts.failures,
             timeouts=trained.attempts.timeouts,

@@ -100,7 +100,7 @@ def loss_diverged(before: Sequence[float], after: Sequence[float], limit: float)
     That is, whether :func:`pooled_loss_ratio` exceeds :math:`\lambda`, the ``limit``, or
     some client's loss was finite before its training and is not after it (its model
     overflowed). Unlike :func:`loss_rose`, a round with no probe, or with a loss missing
-    before training, does not count: without a measured rise there is nothing to reject.
+    before training, does not count: a rise must be measured to count.
 
     Parameters
     ----------

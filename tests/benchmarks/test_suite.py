@@ -146,6 +146,6 @@ def test_a_result_row_records_the_settings_it_ran_with(tmp_path: Path) -> None:
     assert record["diverged_rounds"] == []
 
 
-def test_a_result_row_names_the_rounds_whose_update_was_rejected(tmp_path: Path) -> None:
+def test_a_result_row_names_the_rounds_whose_clients_diverged(tmp_path: Path) -> None:
     run_in_process(config("strategy=fedhyper_auto", "num_rounds=1", "client.lr=1.0"), tmp_path)
     assert run_record(find_runs(tmp_path)[0])["diverged_rounds"] == [1]

@@ -139,6 +139,8 @@ def test_flowers_average_of_the_reports_reads_back() -> None:
     assert training.step == ServerStep(global_lr=1.0, hypergradient=0.0)
     metrics.update(ServerStep(1.5, 0.25, scheduled_client_lr=0.01).to_record())
     assert RoundTraining.from_record(metrics).step == ServerStep(1.5, 0.25, 0.01)
+    metrics.update(ServerStep(1.5, 0.25, 0.01, clients_diverged=True).to_record())
+    assert RoundTraining.from_record(metrics).step.clients_diverged
     metrics["global_lr"] = 1.0  # a misspelt key
     with pytest.raises(WireFormatError, match="unknown key 'global_lr'"):
         RoundTraining.from_record(metrics)
