@@ -77,7 +77,7 @@ def test_divergence_is_a_pooled_rise_beyond_the_limit_or_an_overflow() -> None:
     # A client whose model overflowed diverged, whatever the others did.
     assert loss_diverged([1.0, 2.0], [0.5, math.inf], limit=2.0)
     assert loss_diverged([1.0, 2.0], [0.5, math.nan], limit=2.0)
-    # Nothing measured before training, or no probe at all: nothing to reject.
+    # Nothing measured before training, or no probe at all: no rise to count.
     assert not loss_diverged([math.nan, 2.0], [5.0, 9.0], limit=2.0)
     assert not loss_diverged([], [], limit=2.0)
     with pytest.raises(ValueError, match="at least 1"):
