@@ -324,6 +324,10 @@ def test_a_round_whose_clients_diverged_steps_no_further_than_their_average() ->
     assert third.clients_diverged
     assert torch.allclose(third.update[0], torch.tensor([0.0, 3.0]).double())
     assert torch.allclose(rule.state_dict()["direction"][0], torch.tensor([0.0, 3.0]).double())
+    # With the averaged momentum too the capped step is Delta itself, not (1 - mu) Delta.
+    averaged = server_signal(initial_lr=2.0, momentum=0.5, probe_examples=8, divergence_ratio=2)
+    averaged.observe_probe_losses([2.0, 2.0], [6.0, 2.4])
+    assert torch.allclose(averaged.step(vec(1.0, 0.0)).update[0], vec(1.0, 0.0)[0])
     # 2.1x is no divergence at a limit of 2.5, nor with the cap off.
     for limit in (2.5, 0.0):
         other = server_signal(initial_lr=2.0, probe_examples=8, divergence_ratio=limit)
