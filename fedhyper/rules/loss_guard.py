@@ -95,7 +95,7 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
 
 
 def loss_diverged(before: Sequence[float], after: Sequence[float], limit: float) -> bool:
-    r"""Return whether the clients' training made their pooled probe loss ``limit`` times worse.
+    r"""Return whether training made the clients' pooled probe loss over ``limit`` times worse.
 
     That is, whether :func:`pooled_loss_ratio` exceeds :math:`\lambda`, the ``limit``, or
     some client's loss was finite before its training and is not after it (its model
