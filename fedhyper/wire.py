@@ -757,8 +757,8 @@ class ServerStep:
     def to_record(self) -> ReportRecord:
         """Flatten to scalars.
 
-        The scheduled LR's key is there only when one was scheduled, the rejection's
-        only when the clients diverged.
+        The scheduled LR's key is there only when one was scheduled, the divergence
+        flag's only when the clients diverged.
         """
         record: ReportRecord = {
             GLOBAL_LR_KEY: self.global_lr,
