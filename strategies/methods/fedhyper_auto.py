@@ -80,7 +80,7 @@ class AutoParams(StrategyConfig):
     hyper_lr: float = 1.0
     global_signal: str = "clients"
     global_lr_min: float = 0.1
-    global_lr_max: float = 10.0
+    global_lr_max: float = 3.0
     server_momentum: float = 0.9
     heavy_ball: bool = True
     restart: bool = True

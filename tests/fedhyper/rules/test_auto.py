@@ -773,7 +773,7 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
         (["strategy=fedhyper_auto", "strategy.global_signal=both"], "global_signal", "clients"),
         (["strategy=fedhyper_auto", "strategy.signal_smoothing=1"], "signal_smoothing", "[0"),
         (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
-        (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "10]"),
+        (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "3]"),
         (["strategy=fedhyper_auto", "strategy.local_lr_max_factor=0.5"], "max_factor", ">= 1"),
         (
             ["strategy=fedhyper_auto", "strategy.global_guard=true", "strategy.probe_examples=0"],
