@@ -30,7 +30,8 @@ class AutoParams(StrategyConfig):
         the last step) or ``clients`` (their gradients' cosine with the last step, on
         their first mini-batch; the server sends them that step).
     global_lr_min, global_lr_max : float
-        Bounds of the global LR α.
+        Bounds of the global LR α; the upper one is 3 by default, since the heavy ball
+        already multiplies a steady update by up to 1/(1 − μ).
     server_momentum : float
         μ, the momentum of the updates the server steps along.
     heavy_ball : bool
