@@ -262,21 +262,23 @@ def compare_table(data: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- robustness
 
 
-def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
-    """Arrange final accuracies by arm on the (local LR row, global LR column) grid.
+def cell_finals(
+    data: dict[str, Any],
+) -> tuple[list[float], list[float], dict[str, dict[tuple[int, int], list[float]]]]:
+    """Collect each arm's final accuracies per (local LR row, global LR column) cell.
 
     Parameters
     ----------
     data : dict
-        A ``robustness`` result (one seed, or the mean over seeds per cell).
+        A grid result (``robustness``, ``tuning`` or ``ablation``).
 
     Returns
     -------
     local_lrs, global_lrs : list of float
         The rows and columns, ascending.
-    by_arm : dict
-        Arm label -> array of final accuracies (mean of the last 3 rounds), NaN where a
-        cell did not run.
+    cells : dict
+        Arm label -> (row, column) -> the final accuracy (mean of the last 3 rounds) of
+        each seed that ran there.
 
     """
     local_lrs = sorted({run["local_lr"] for run in data["runs"]})
@@ -285,6 +287,27 @@ def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.
     for run in data["runs"]:
         key = (local_lrs.index(run["local_lr"]), global_lrs.index(run["global_lr"]))
         cells[run["strategy"]][key].append(final_accuracy(run["accuracy"]))
+    return local_lrs, global_lrs, cells
+
+
+def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
+    """Arrange final accuracies by arm on the (local LR row, global LR column) grid.
+
+    Parameters
+    ----------
+    data : dict
+        A grid result (``robustness``, ``tuning`` or ``ablation``).
+
+    Returns
+    -------
+    local_lrs, global_lrs : list of float
+        The rows and columns, ascending.
+    by_arm : dict
+        Arm label -> array of final accuracies (mean of the last 3 rounds, then mean
+        over the seeds of the cell), NaN where a cell did not run.
+
+    """
+    local_lrs, global_lrs, cells = cell_finals(data)
     by_arm = {}
     for arm, values in cells.items():
         grid = np.full((len(local_lrs), len(global_lrs)), np.nan)
@@ -320,8 +343,20 @@ def _cell(local_lrs: list[float], global_lrs: list[float], cell: tuple[int, int]
     return f"α_0 = {global_lrs[j]:g}, η_0 = {local_lrs[i]:g}"
 
 
+def _seed_cell(finals: list[float] | None) -> str:
+    """One grid cell: the final accuracy, or mean ± population std (seeds) over seeds."""
+    if not finals:
+        return "—"
+    if len(finals) == 1:
+        return f"{finals[0]:.4f}"
+    return f"{statistics.fmean(finals):.4f} ± {statistics.pstdev(finals):.4f} ({len(finals)})"
+
+
 def _grid_table(
-    title: str, local_lrs: list[float], global_lrs: list[float], grid: np.ndarray
+    title: str,
+    local_lrs: list[float],
+    global_lrs: list[float],
+    finals: dict[tuple[int, int], list[float]],
 ) -> list[str]:
     lines = [
         f"**{title}** (rows: initial local LR η_0; columns: initial global LR α_0)",
@@ -330,7 +365,7 @@ def _grid_table(
         "|---" * (len(global_lrs) + 1) + "|",
     ]
     for i, local_lr in enumerate(local_lrs):
-        cells = ["—" if np.isnan(v) else f"{v:.4f}" for v in grid[i]]
+        cells = [_seed_cell(finals.get((i, j))) for j in range(len(global_lrs))]
         lines.append(f"| {local_lr:g} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -346,10 +381,11 @@ def _regret_cells(local_lrs: list[float], global_lrs: list[float], r: Regret) ->
 def robustness_table(data: dict[str, Any]) -> str:
     """Format a ``robustness`` result: each arm's accuracy grid, then its regret."""
     local_lrs, global_lrs, by_arm = grids(data)
+    _, _, finals = cell_finals(data)
     tuned, cell = tuned_reference(by_arm)
     lines: list[str] = []
-    for arm, grid in by_arm.items():
-        lines += _grid_table(f"{arm}: final accuracy", local_lrs, global_lrs, grid)
+    for arm, arm_finals in finals.items():
+        lines += _grid_table(f"{arm}: final accuracy", local_lrs, global_lrs, arm_finals)
     same_cell = gains(data)
     lines += [
         f"**Regret against tuned FedAvg** (its best cell: {tuned:.4f} at "
@@ -372,7 +408,8 @@ def robustness_table(data: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Final accuracy: mean of the last 3 rounds (and over seeds, if a cell ran several). "
+        "Final accuracy: mean of the last 3 rounds; where a cell ran several seeds, mean ± "
+        "population std over them (the number of seeds in brackets), as in `compare`. "
         "Regret in a cell: the best FedAvg cell's final accuracy minus the arm's, in points "
         "(what a user loses by not tuning FedAvg); worst cell, median over the cells that "
         "ran, and how many are within 1 point.",

@@ -8,6 +8,7 @@ from benchmarks.tables import (
     compare_summary_row,
     compare_table,
     robustness_summary_rows,
+    robustness_table,
 )
 
 
@@ -129,3 +130,20 @@ def test_robustness_summary_rows_are_the_hand_computed_regrets() -> None:
         "2026-01-01",
     ]
     assert rows[1][4:8] == [tuned, "10.0 (α_0 = 0.5, η_0 = 0.1)", "5.5", "2/4"]
+
+
+def test_robustness_table_gives_a_seeded_cell_its_spread_and_count() -> None:
+    tuning = {
+        **PROVENANCE,
+        "suite": "tuning",
+        "runs": [
+            # finals 0.2 and 0.4 at eta_0 = 0.01: mean 0.3, population std 0.1, two seeds
+            _run("fedavg", [0.2] * 3, seed=0),
+            _run("fedavg", [0.4] * 3, seed=1),
+            # one seed at eta_0 = 0.1: its final alone
+            _run("fedavg", [0.5] * 3, local_lr=0.1),
+        ],
+    }
+    rows = robustness_table(tuning).splitlines()
+    assert "| 0.01 | 0.3000 ± 0.1000 (2) |" in rows
+    assert "| 0.1 | 0.5000 |" in rows
