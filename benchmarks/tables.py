@@ -291,21 +291,10 @@ def cell_finals(
 
 
 def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
-    """Arrange final accuracies by arm on the (local LR row, global LR column) grid.
+    """Arrange final accuracies by arm on the grid of :func:`cell_finals`.
 
-    Parameters
-    ----------
-    data : dict
-        A grid result (``robustness``, ``tuning`` or ``ablation``).
-
-    Returns
-    -------
-    local_lrs, global_lrs : list of float
-        The rows and columns, ascending.
-    by_arm : dict
-        Arm label -> array of final accuracies (mean of the last 3 rounds, then mean
-        over the seeds of the cell), NaN where a cell did not run.
-
+    Returns the rows and columns of :func:`cell_finals` and, per arm label, an array of
+    each cell's final accuracy averaged over its seeds (NaN where the cell did not run).
     """
     local_lrs, global_lrs, cells = cell_finals(data)
     by_arm = {}
