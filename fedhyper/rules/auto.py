@@ -67,9 +67,10 @@ __all__ = [
 GLOBAL_SIGNALS = ("server", "clients")
 """What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
-LOCAL_SIGNALS = ("clients", "server", "both")
-"""What drives the clients' LR: their reported descent cosine, the global signal, or the
-smaller of the descent cosine and the global signal's consistency."""
+LOCAL_SIGNALS = ("clients", "server", "both", "either")
+"""What drives the clients' LR: their reported descent cosine, the global signal, the
+smaller of the descent cosine and the global signal's consistency, or the larger of the
+descent cosine and the global signal."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -117,8 +118,11 @@ class AutoLR(ServerRule):
     (``local_signal="clients"``, passed in by :meth:`observe_reports` or
     :meth:`observe_local_signal`; 0 when none came) or :math:`\hat s_t`
     (``"server"``), or with ``"both"`` the smaller of :math:`c_t` and the global signal's
-    average over its RMS (the client LR rises only while the global step agrees; the
-    first round, without a global signal, uses :math:`c_t`). With the loss guard
+    average over its RMS (the client LR rises only while the global step agrees), or
+    with ``"either"`` the larger of :math:`c_t` and :math:`\hat s_t` (the client LR rises
+    while either horizon sees progress: the greedy descent cosine reads slightly negative
+    on a noisy plateau that the round-long global signal still crosses); the first round,
+    without a global signal, uses :math:`c_t` in both. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
     ``guard_tolerance``, passed in by :meth:`observe_probe_losses`) has
@@ -181,7 +185,7 @@ class AutoLR(ServerRule):
     log_space
         Multiplicative steps (default) or additive ones.
     local_signal
-        ``"clients"`` or ``"server"``, see above.
+        ``"clients"``, ``"server"``, ``"both"`` or ``"either"``, see above.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -393,6 +397,10 @@ class AutoLR(ServerRule):
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.
                 local = min(local, self._global_average.consistency)
+            elif self.local_signal == "either" and signal is not None:
+                # The descent cosine is greedy: on a noisy plateau it reads slightly
+                # negative while the global step, a round long, still makes progress.
+                local = max(local, smoothed)
         if diverged or self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0

@@ -191,6 +191,20 @@ def test_both_signals_raise_the_client_lr_only_when_they_agree() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(0.2))
 
 
+def test_either_signal_raises_the_client_lr_when_one_of_them_does() -> None:
+    rule = AutoLR(global_hyper_lr=0.0, local_hyper_lr=0.5, smoothing=0.0, local_signal="either")
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet: local alone
+    first = rule.step(vec(1.0, 0.0)).client_lr
+    assert first == pytest.approx(0.01 * math.exp(-0.1))
+    # A plateau: the descent cosine -0.03, the global cosine 0.6: max(-0.03, 0.6).
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(0.3))
+    # Both negative (an overshoot): the larger, -0.1, still lowers it.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.1, GLOBAL_COSINE_REPORT: -0.5})
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(-0.05))
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
