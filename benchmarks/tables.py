@@ -297,13 +297,21 @@ def grids(data: dict[str, Any]) -> tuple[list[float], list[float], dict[str, np.
     each cell's final accuracy averaged over its seeds (NaN where the cell did not run).
     """
     local_lrs, global_lrs, cells = cell_finals(data)
+    return local_lrs, global_lrs, _mean_grids(local_lrs, global_lrs, cells)
+
+
+def _mean_grids(
+    local_lrs: list[float],
+    global_lrs: list[float],
+    cells: dict[str, dict[tuple[int, int], list[float]]],
+) -> dict[str, np.ndarray]:
     by_arm = {}
     for arm, values in cells.items():
         grid = np.full((len(local_lrs), len(global_lrs)), np.nan)
         for (i, j), finals in values.items():
             grid[i, j] = statistics.fmean(finals)
         by_arm[arm] = grid
-    return local_lrs, global_lrs, by_arm
+    return by_arm
 
 
 def tuned_reference(by_arm: dict[str, np.ndarray]) -> tuple[float, tuple[int, int]]:
@@ -369,9 +377,8 @@ def _regret_cells(local_lrs: list[float], global_lrs: list[float], r: Regret) ->
 
 def robustness_table(data: dict[str, Any]) -> str:
     """Format a ``robustness`` result: each arm's accuracy grid, then its regret."""
-    local_lrs, global_lrs, by_arm = grids(data)
-    _, _, finals = cell_finals(data)
-    tuned, cell = tuned_reference(by_arm)
+    local_lrs, global_lrs, finals = cell_finals(data)
+    tuned, cell = tuned_reference(_mean_grids(local_lrs, global_lrs, finals))
     lines: list[str] = []
     for arm, arm_finals in finals.items():
         lines += _grid_table(f"{arm}: final accuracy", local_lrs, global_lrs, arm_finals)
