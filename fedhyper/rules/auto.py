@@ -52,7 +52,7 @@ from torch import Tensor
 
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
-from fedhyper.rules.loss_guard import loss_diverged, loss_rose
+from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose
 from fedhyper.rules.signal_average import SignalAverage
 
 __all__ = [
@@ -67,10 +67,10 @@ __all__ = [
 GLOBAL_SIGNALS = ("server", "clients")
 """What drives the global LR: the server's cosine of the updates, or the clients' one."""
 
-LOCAL_SIGNALS = ("clients", "server", "both", "either")
+LOCAL_SIGNALS = ("clients", "server", "both", "either", "plateau")
 """What drives the clients' LR: their reported descent cosine, the global signal, the
-smaller of the descent cosine and the global signal's consistency, or the larger of the
-descent cosine and the global signal."""
+smaller of the descent cosine and the global signal's consistency, the larger of the
+descent cosine and the global signal, or that larger one only on a loss plateau."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -121,8 +121,12 @@ class AutoLR(ServerRule):
     average over its RMS (the client LR rises only while the global step agrees), or
     with ``"either"`` the larger of :math:`c_t` and :math:`\hat s_t` (the client LR rises
     while either horizon sees progress: the greedy descent cosine reads slightly negative
-    on a noisy plateau that the round-long global signal still crosses); the first round,
-    without a global signal, uses :math:`c_t` in both. With the loss guard
+    on a noisy plateau that the round-long global signal still crosses), or with
+    ``"plateau"`` that larger one only in a round whose clients' pooled probe loss moved
+    by at most ``guard_tolerance`` either way over their training
+    (:func:`~fedhyper.rules.loss_guard.loss_flat`), :math:`c_t` otherwise (a client LR
+    whose clients lower their loss is left to their own signal); the first round,
+    without a global signal, uses :math:`c_t` in all three. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
     ``guard_tolerance``, passed in by :meth:`observe_probe_losses`) has
@@ -185,7 +189,8 @@ class AutoLR(ServerRule):
     log_space
         Multiplicative steps (default) or additive ones.
     local_signal
-        ``"clients"``, ``"server"``, ``"both"`` or ``"either"``, see above.
+        ``"clients"``, ``"server"``, ``"both"``, ``"either"`` or ``"plateau"`` (which needs
+        ``probe_examples > 0``), see above.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -260,6 +265,8 @@ class AutoLR(ServerRule):
             raise ValueError(f"guard_tolerance must be non-negative, got {guard_tolerance}")
         if global_guard and probe_examples == 0:
             raise ValueError("global_guard needs probe_examples > 0")
+        if local_signal == "plateau" and probe_examples == 0:
+            raise ValueError("local_signal='plateau' needs probe_examples > 0")
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
             raise ValueError(f"divergence_ratio must be 0 or at least 1, got {divergence_ratio}")
         if divergence_ratio and probe_examples == 0:
@@ -354,6 +361,18 @@ class AutoLR(ServerRule):
         return loss_rose(before, after, tolerance=self.guard_tolerance)
 
     @property
+    def loss_flat(self) -> bool:
+        """Whether the pending round's clients' pooled probe loss moved within tolerance.
+
+        Never without probes; otherwise :func:`~fedhyper.rules.loss_guard.loss_flat` at
+        ``guard_tolerance``.
+        """
+        if not self._probe_examples:
+            return False
+        before, after, _ = self._pending_probes
+        return loss_flat(before, after, tolerance=self.guard_tolerance)
+
+    @property
     def step_went_uphill(self) -> bool:
         """Whether the global guard holds the clients' loss as risen since the last round.
 
@@ -397,9 +416,13 @@ class AutoLR(ServerRule):
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.
                 local = min(local, self._global_average.consistency)
-            elif self.local_signal == "either" and signal is not None:
+            elif signal is not None and (
+                self.local_signal == "either" or (self.local_signal == "plateau" and self.loss_flat)
+            ):
                 # The descent cosine is greedy: on a noisy plateau it reads slightly
                 # negative while the global step, a round long, still makes progress.
+                # Off a plateau it is left alone: at a well-chosen client LR it hovers
+                # near 0 while the global signal may read a small positive value.
                 local = max(local, smoothed)
         if diverged or self.loss_rose:
             local = -1.0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["loss_diverged", "loss_rose", "pooled_loss_ratio"]
+__all__ = ["loss_diverged", "loss_flat", "loss_rose", "pooled_loss_ratio"]
 
 
 def pooled_loss_ratio(before: Sequence[float], after: Sequence[float]) -> float:
@@ -92,6 +92,37 @@ def loss_rose(before: Sequence[float], after: Sequence[float], tolerance: float 
     if tolerance < 0.0:
         raise ValueError(f"tolerance must be non-negative, got {tolerance}")
     return not pooled_loss_ratio(before, after) <= 1.0 + tolerance
+
+
+def loss_flat(before: Sequence[float], after: Sequence[float], tolerance: float = 0.05) -> bool:
+    r"""Return whether the clients' pooled probe loss moved by at most ``tolerance`` either way.
+
+    That is, whether :func:`pooled_loss_ratio` lies within :math:`[1 - \tau, 1 + \tau]`:
+    the clients' training neither lowered their loss beyond a plateau's noise nor raised
+    it past the guard's tolerance.
+
+    Parameters
+    ----------
+    before, after
+        Each client's probe loss before and after its training, in the same order.
+    tolerance
+        :math:`\tau \ge 0`, the relative change taken as a plateau's noise.
+
+    Returns
+    -------
+    bool
+        ``False`` also when the ratio is NaN (no probe, or a loss that is missing, not
+        finite or negative): nothing shows a plateau.
+
+    Raises
+    ------
+    ValueError
+        If the sequences differ in length or ``tolerance`` is negative.
+
+    """
+    if tolerance < 0.0:
+        raise ValueError(f"tolerance must be non-negative, got {tolerance}")
+    return abs(pooled_loss_ratio(before, after) - 1.0) <= tolerance
 
 
 def loss_diverged(before: Sequence[float], after: Sequence[float], limit: float) -> bool:

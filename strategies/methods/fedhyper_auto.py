@@ -121,9 +121,10 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     for setting, wanted in (
         ("global_guard", params.global_guard),
         ("divergence_ratio", params.divergence_ratio),
+        ("local_signal=plateau", params.local_signal == "plateau"),
     ):
         if wanted and params.probe_examples < 1:
-            # Both compare probe losses: there are none to compare without probe rows.
+            # Each compares probe losses: there are none to compare without probe rows.
             raise ConfigError(
                 "strategy.probe_examples", params.probe_examples, f"a number >= 1 with {setting}"
             )

@@ -205,6 +205,33 @@ def test_either_signal_raises_the_client_lr_when_one_of_them_does() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(-0.05))
 
 
+def test_plateau_signal_takes_the_global_signal_only_while_the_clients_loss_is_flat() -> None:
+    rule = AutoLR(
+        global_hyper_lr=0.0,
+        local_hyper_lr=0.5,
+        smoothing=0.0,
+        local_signal="plateau",
+        probe_examples=8,
+    )
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet: local alone
+    rule.observe_probe_losses([3.1, 3.1], [3.1, 3.1])
+    first = rule.step(vec(1.0, 0.0)).client_lr
+    assert first == pytest.approx(0.01 * math.exp(-0.1))
+    # A plateau (pooled loss +0.3%): max(-0.03, 0.6), as "either".
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
+    rule.observe_probe_losses([3.10, 3.08], [3.11, 3.09])
+    assert rule.loss_flat
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(0.3))
+    # The clients lowered their loss by 30%: their own -0.03 alone.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
+    rule.observe_probe_losses([2.0, 2.0], [1.4, 1.4])
+    assert not rule.loss_flat
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(-0.015))
+    with pytest.raises(ValueError, match="plateau"):
+        AutoLR(local_signal="plateau")
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
@@ -793,6 +820,16 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
             ["strategy=fedhyper_auto", "strategy.global_guard=true", "strategy.probe_examples=0"],
             "probe_examples",
             ">= 1 with global_guard",
+        ),
+        (
+            [
+                "strategy=fedhyper_auto",
+                "strategy.local_signal=plateau",
+                "strategy.probe_examples=0",
+                "strategy.divergence_ratio=0",
+            ],
+            "probe_examples",
+            ">= 1 with local_signal=plateau",
         ),
         (
             ["strategy=fedhyper_auto", "strategy.divergence_ratio=0.5"],

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedhyper.rules.loss_guard import loss_diverged, loss_rose, pooled_loss_ratio
+from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose, pooled_loss_ratio
 
 
 def test_the_pooled_ratio_is_the_summed_losses_after_over_before() -> None:
@@ -36,6 +36,19 @@ def test_a_plateau_does_not_fire_an_overshoot_does() -> None:
     assert loss_rose([2.3, 2.3, 2.3, 2.3], [9.2, 0.77, 2.9, 0.77])
     # Every client's loss fell, one of them to exactly 0.
     assert not loss_rose([1.0, 1.0], [0.0, 0.5], tolerance=0.0)
+
+
+def test_a_flat_loss_moved_within_the_tolerance_either_way() -> None:
+    # Shakespeare's plateau, +0.2% pooled; the same rows fallen by 6%; risen by 6%.
+    assert loss_flat([3.10, 3.08, 3.11, 3.09], [3.11, 3.09, 3.12, 3.09])
+    assert not loss_flat([2.0, 2.0], [1.88, 1.88])
+    assert not loss_flat([2.0, 2.0], [2.12, 2.12])
+    # Pooled 4.0 -> 3.9, a fall of 2.5%: flat at 5%, not at 2%.
+    assert loss_flat([2.0, 2.0], [1.5, 2.4])
+    assert not loss_flat([2.0, 2.0], [1.5, 2.4], tolerance=0.02)
+    assert not loss_flat([], [])  # no probe: nothing shows a plateau
+    with pytest.raises(ValueError, match="tolerance"):
+        loss_flat([1.0], [1.0], tolerance=-0.1)
 
 
 def test_each_probe_row_counts_once() -> None:
