@@ -125,7 +125,10 @@ class AutoLR(ServerRule):
     ``"plateau"`` that larger one only in a round whose clients' pooled probe loss moved
     by at most ``guard_tolerance`` either way over their training
     (:func:`~fedhyper.rules.loss_guard.loss_flat`), :math:`c_t` otherwise (a client LR
-    whose clients lower their loss is left to their own signal); the first round,
+    whose clients lower their loss is left to their own signal), with
+    ``plateau_consistency`` the global signal's average over its RMS in place of
+    :math:`\hat s_t` there (on a plateau the global cosine is small but keeps its sign,
+    and its consistency moves the client LR at up to the full step); the first round,
     without a global signal, uses :math:`c_t` in all three. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
@@ -191,6 +194,9 @@ class AutoLR(ServerRule):
     local_signal
         ``"clients"``, ``"server"``, ``"both"``, ``"either"`` or ``"plateau"`` (which needs
         ``probe_examples > 0``), see above.
+    plateau_consistency
+        With ``local_signal="plateau"``, lift the client LR on a plateau by the global
+        signal's consistency rather than its average, see above.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -217,9 +223,10 @@ class AutoLR(ServerRule):
     ValueError
         On a non-positive LR or bound, unordered bounds, :math:`\alpha_0` outside its
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
-        ``probe_examples`` or ``guard_tolerance``, ``global_guard`` or ``divergence_ratio``
-        without probes, a ``divergence_ratio`` in ``(0, 1)``, or an unknown ``local_signal``
-        or ``global_signal``.
+        ``probe_examples`` or ``guard_tolerance``, ``global_guard``, ``divergence_ratio``
+        or ``local_signal="plateau"`` without probes, ``plateau_consistency`` without
+        ``local_signal="plateau"``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
+        ``local_signal`` or ``global_signal``.
 
     """
 
@@ -244,6 +251,7 @@ class AutoLR(ServerRule):
         guard_tolerance: float = 0.05,
         global_guard: bool = False,
         divergence_ratio: float = 0.0,
+        plateau_consistency: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -267,6 +275,9 @@ class AutoLR(ServerRule):
             raise ValueError("global_guard needs probe_examples > 0")
         if local_signal == "plateau" and probe_examples == 0:
             raise ValueError("local_signal='plateau' needs probe_examples > 0")
+        if plateau_consistency and local_signal != "plateau":
+            raise ValueError("plateau_consistency needs local_signal='plateau'")
+        self.plateau_consistency = plateau_consistency
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
             raise ValueError(f"divergence_ratio must be 0 or at least 1, got {divergence_ratio}")
         if divergence_ratio and probe_examples == 0:
@@ -423,7 +434,8 @@ class AutoLR(ServerRule):
                 # negative while the global step, a round long, still makes progress.
                 # Off a plateau it is left alone: at a well-chosen client LR it hovers
                 # near 0 while the global signal may read a small positive value.
-                local = max(local, smoothed)
+                lift = self._global_average.consistency if self.plateau_consistency else smoothed
+                local = max(local, lift)
         if diverged or self.loss_rose:
             local = -1.0
         self._pending_local_signal = 0.0

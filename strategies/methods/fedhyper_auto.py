@@ -50,8 +50,14 @@ class AutoParams(StrategyConfig):
         What drives the clients' LR: ``auto`` (``clients`` under plain SGD, ``server``
         under an adaptive optimiser such as Adam, whose descent cosine falls at any noise
         floor), ``clients`` (their reported descent cosine), ``server`` (the global
-        cosine) or ``both`` (the smaller of the descent cosine and the global cosine's
-        consistency, its average over its RMS).
+        cosine), ``both`` (the smaller of the descent cosine and the global cosine's
+        consistency, its average over its RMS), ``either`` (the larger of the descent
+        cosine and the global cosine) or ``plateau`` (that larger one only in a round
+        whose clients' pooled probe loss moved by at most ``guard_tolerance``; needs
+        ``probe_examples`` > 0).
+    plateau_consistency : bool
+        With ``local_signal`` ``plateau``, lift the clients' LR on a plateau by the global
+        cosine's consistency (its average over its RMS) instead of its average.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -90,6 +96,7 @@ class AutoParams(StrategyConfig):
     local_rms_normalised: bool = False
     log_space: bool = True
     local_signal: str = "auto"
+    plateau_consistency: bool = False
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 100.0
@@ -109,6 +116,10 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
     one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNAL_CHOICES)
     one_of("strategy.global_signal", params.global_signal, GLOBAL_SIGNALS)
+    if params.plateau_consistency and params.local_signal != "plateau":
+        raise ConfigError(
+            "strategy.plateau_consistency", True, "false unless strategy.local_signal=plateau"
+        )
     # η_0 lies within its bounds, as SL's.
     in_range(
         "strategy.local_lr_min_factor", params.local_lr_min_factor, 1e-12, 1.0, closed_high=True
@@ -164,6 +175,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         restart=params.restart,
         rms_normalised=params.rms_normalised,
         local_rms_normalised=params.local_rms_normalised,
+        plateau_consistency=params.plateau_consistency,
     )
 
 

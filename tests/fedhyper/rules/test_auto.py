@@ -232,6 +232,38 @@ def test_plateau_signal_takes_the_global_signal_only_while_the_clients_loss_is_f
         AutoLR(local_signal="plateau")
 
 
+def test_plateau_consistency_lifts_the_client_lr_by_the_global_signals_sign_agreement() -> None:
+    rule = AutoLR(
+        global_hyper_lr=0.0,
+        local_hyper_lr=0.5,
+        smoothing=0.5,
+        local_signal="plateau",
+        plateau_consistency=True,
+        probe_examples=8,
+    )
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet: local alone
+    rule.observe_probe_losses([3.1, 3.1], [3.1, 3.1])
+    first = rule.step(vec(1.0, 0.0)).client_lr
+    assert first == pytest.approx(0.01 * math.exp(-0.1))
+    # A plateau's small global cosines, 0.1 then 0.3 (rho = 0.5): the average
+    # 0.25*0.1 + 0.5*0.3 = 0.175 over the RMS sqrt((0.25*0.01 + 0.5*0.09) * (1 - 0.25)),
+    # about 0.927: near the full step, where the average itself would move it by 0.23.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.1})
+    rule.observe_probe_losses([3.10, 3.08], [3.11, 3.09])
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(0.5))  # alone in its window: sign, 1
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.3})
+    rule.observe_probe_losses([3.10, 3.08], [3.11, 3.09])
+    third = rule.step(vec(1.0, 0.0)).client_lr
+    assert third == pytest.approx(second * math.exp(0.5 * 0.175 / math.sqrt(0.0475 * 0.75)))
+    # Off the plateau the descent cosine alone, as without the option.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.3})
+    rule.observe_probe_losses([2.0, 2.0], [1.4, 1.4])
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(third * math.exp(-0.015))
+    with pytest.raises(ValueError, match="plateau_consistency"):
+        AutoLR(local_signal="either", plateau_consistency=True)
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
@@ -830,6 +862,11 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
             ],
             "probe_examples",
             ">= 1 with local_signal=plateau",
+        ),
+        (
+            ["strategy=fedhyper_auto", "strategy.plateau_consistency=true"],
+            "plateau_consistency",
+            "local_signal=plateau",
         ),
         (
             ["strategy=fedhyper_auto", "strategy.divergence_ratio=0.5"],
