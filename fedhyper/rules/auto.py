@@ -277,7 +277,6 @@ class AutoLR(ServerRule):
             raise ValueError("local_signal='plateau' needs probe_examples > 0")
         if plateau_consistency and local_signal != "plateau":
             raise ValueError("plateau_consistency needs local_signal='plateau'")
-        self.plateau_consistency = plateau_consistency
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
             raise ValueError(f"divergence_ratio must be 0 or at least 1, got {divergence_ratio}")
         if divergence_ratio and probe_examples == 0:
@@ -295,6 +294,7 @@ class AutoLR(ServerRule):
         self.restart = restart
         self.log_space = log_space
         self.local_signal = local_signal
+        self.plateau_consistency = plateau_consistency
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
