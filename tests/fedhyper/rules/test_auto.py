@@ -6,6 +6,7 @@ import io
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,18 +206,24 @@ def test_either_signal_raises_the_client_lr_when_one_of_them_does() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(-0.05))
 
 
-def test_plateau_signal_takes_the_global_signal_only_while_the_clients_loss_is_flat() -> None:
+def _plateau_rule_after_its_first_round(**settings: Any) -> tuple[AutoLR, float]:
+    """A plateau rule (beta_l = 0.5) and the client LR its first round gave: local alone."""
     rule = AutoLR(
         global_hyper_lr=0.0,
         local_hyper_lr=0.5,
-        smoothing=0.0,
         local_signal="plateau",
         probe_examples=8,
+        **settings,
     )
-    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet: local alone
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet
     rule.observe_probe_losses([3.1, 3.1], [3.1, 3.1])
     first = rule.step(vec(1.0, 0.0)).client_lr
     assert first == pytest.approx(0.01 * math.exp(-0.1))
+    return rule, first
+
+
+def test_plateau_signal_takes_the_global_signal_only_while_the_clients_loss_is_flat() -> None:
+    rule, first = _plateau_rule_after_its_first_round(smoothing=0.0)
     # A plateau (pooled loss +0.3%): max(-0.03, 0.6), as "either".
     rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
     rule.observe_probe_losses([3.10, 3.08], [3.11, 3.09])
@@ -233,18 +240,7 @@ def test_plateau_signal_takes_the_global_signal_only_while_the_clients_loss_is_f
 
 
 def test_plateau_consistency_lifts_the_client_lr_by_the_global_signals_sign_agreement() -> None:
-    rule = AutoLR(
-        global_hyper_lr=0.0,
-        local_hyper_lr=0.5,
-        smoothing=0.5,
-        local_signal="plateau",
-        plateau_consistency=True,
-        probe_examples=8,
-    )
-    rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet: local alone
-    rule.observe_probe_losses([3.1, 3.1], [3.1, 3.1])
-    first = rule.step(vec(1.0, 0.0)).client_lr
-    assert first == pytest.approx(0.01 * math.exp(-0.1))
+    rule, first = _plateau_rule_after_its_first_round(smoothing=0.5, plateau_consistency=True)
     # A plateau's small global cosines, 0.1 then 0.3 (rho = 0.5): the average
     # 0.25*0.1 + 0.5*0.3 = 0.175 over the RMS sqrt((0.25*0.01 + 0.5*0.09) * (1 - 0.25)),
     # about 0.927: near the full step, where the average itself would move it by 0.23.
