@@ -47,17 +47,18 @@ class AutoParams(StrategyConfig):
     log_space : bool
         Move both LRs multiplicatively (else additively).
     local_signal : str
-        What drives the clients' LR: ``auto`` (``clients`` under plain SGD, ``server``
-        under an adaptive optimiser such as Adam, whose descent cosine falls at any noise
-        floor), ``clients`` (their reported descent cosine), ``server`` (the global
-        cosine), ``both`` (the smaller of the descent cosine and the global cosine's
-        consistency, its average over its RMS), ``either`` (the larger of the descent
-        cosine and the global cosine) or ``plateau`` (that larger one only in a round
-        whose clients' pooled probe loss moved by at most ``guard_tolerance``; needs
-        ``probe_examples`` > 0).
+        What drives the clients' LR: ``auto`` (``plateau`` under plain SGD, ``clients``
+        there without probe rows, ``server`` under an adaptive optimiser such as Adam,
+        whose descent cosine falls at any noise floor), ``clients`` (their reported
+        descent cosine), ``server`` (the global cosine), ``both`` (the smaller of the
+        descent cosine and the global cosine's consistency, its average over its RMS),
+        ``either`` (the larger of the descent cosine and the global cosine) or
+        ``plateau`` (that larger one only in a round whose clients' pooled probe loss
+        moved by at most ``guard_tolerance``; needs ``probe_examples`` > 0).
     plateau_consistency : bool
-        With ``local_signal`` ``plateau``, lift the clients' LR on a plateau by the global
-        cosine's consistency (its average over its RMS) instead of its average.
+        Lift the clients' LR on a plateau by the global cosine's consistency (its average
+        over its RMS) instead of its average; read only where the local signal is (or
+        ``auto`` resolves to) ``plateau``.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -96,10 +97,10 @@ class AutoParams(StrategyConfig):
     local_rms_normalised: bool = False
     log_space: bool = True
     local_signal: str = "auto"
-    plateau_consistency: bool = False
+    plateau_consistency: bool = True
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
-    local_lr_max_factor: float = 100.0
+    local_lr_max_factor: float = 1000.0
     probe_examples: int = 32
     guard_tolerance: float = 0.05
     global_guard: bool = False
@@ -116,10 +117,6 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     in_range("strategy.signal_smoothing", params.signal_smoothing, 0.0, 1.0, closed_high=False)
     one_of("strategy.local_signal", params.local_signal, LOCAL_SIGNAL_CHOICES)
     one_of("strategy.global_signal", params.global_signal, GLOBAL_SIGNALS)
-    if params.plateau_consistency and params.local_signal != "plateau":
-        raise ConfigError(
-            "strategy.plateau_consistency", True, "false unless strategy.local_signal=plateau"
-        )
     # η_0 lies within its bounds, as SL's.
     in_range(
         "strategy.local_lr_min_factor", params.local_lr_min_factor, 1e-12, 1.0, closed_high=True
@@ -145,16 +142,20 @@ def local_signal(config: ExperimentConfig, params: AutoParams) -> str:
     """Return what drives the clients' LR, resolving ``auto`` by the clients' optimiser.
 
     The clients' descent cosine is the hypergradient of their own loss at the end of
-    the round: under SGD it raises a 10x too small LR in every early round, under Adam it
-    fell in every round of every run, at any LR (docs/benchmarks.md), so adaptive
+    the round: under SGD it raises a 10x too small LR in every early round, and on a loss
+    plateau the global signal lifts it (``plateau``, which needs probe rows); under Adam
+    it fell in every round of every run, at any LR (docs/benchmarks.md), so adaptive
     optimisers take the global signal instead.
     """
     if params.local_signal != "auto":
         return params.local_signal
-    return "server" if config.client.optimizer in ADAPTIVE_OPTIMIZERS else "clients"
+    if config.client.optimizer in ADAPTIVE_OPTIMIZERS:
+        return "server"
+    return "plateau" if params.probe_examples > 0 else "clients"
 
 
 def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
+    signal = local_signal(config, params)
     return AutoLR(
         initial_lr=params.global_lr,
         initial_client_lr=config.client.lr,
@@ -163,7 +164,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         momentum=params.server_momentum,
         smoothing=params.signal_smoothing,
         log_space=params.log_space,
-        local_signal=local_signal(config, params),
+        local_signal=signal,
         lr_bounds=(params.global_lr_min, params.global_lr_max),
         client_lr_bounds=(params.local_lr_min_factor, params.local_lr_max_factor),
         global_signal=params.global_signal,
@@ -175,7 +176,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         restart=params.restart,
         rms_normalised=params.rms_normalised,
         local_rms_normalised=params.local_rms_normalised,
-        plateau_consistency=params.plateau_consistency,
+        plateau_consistency=params.plateau_consistency and signal == "plateau",
     )
 
 

@@ -816,22 +816,31 @@ def test_fedhyper_auto_resumes_exactly(tmp_path: Path, extra: list[str]) -> None
 
 
 @pytest.mark.parametrize(
-    ("overrides", "expected"),
+    ("overrides", "expected", "by_consistency"),
     [
-        (["client=sgd"], "clients"),
-        (["client=adam"], "server"),
-        (["client=sgd", "strategy.local_signal=server"], "server"),
-        (["client=adam", "strategy.local_signal=clients"], "clients"),
+        (["client=sgd"], "plateau", True),
+        (
+            ["client=sgd", "strategy.probe_examples=0", "strategy.divergence_ratio=0"],
+            "clients",
+            False,
+        ),
+        (["client=sgd", "strategy.plateau_consistency=false"], "plateau", False),
+        (["client=adam"], "server", False),
+        (["client=sgd", "strategy.local_signal=server"], "server", False),
+        (["client=adam", "strategy.local_signal=clients"], "clients", False),
+        (["client=adam", "strategy.local_signal=plateau"], "plateau", True),
     ],
 )
 def test_the_client_lr_signal_follows_the_clients_optimiser(
-    overrides: list[str], expected: str
+    overrides: list[str], expected: str, by_consistency: bool
 ) -> None:
     config = compose_config(["strategy=fedhyper_auto", *overrides])
     server_rule = method_of(config).server_rule
     assert server_rule is not None
     rule = server_rule(config, config.strategy)
     assert isinstance(rule, AutoLR) and rule.local_signal == expected
+    # The consistency lift is read only where the plateau test runs.
+    assert rule.plateau_consistency is by_consistency
 
 
 @pytest.mark.parametrize(
@@ -858,11 +867,6 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
             ],
             "probe_examples",
             ">= 1 with local_signal=plateau",
-        ),
-        (
-            ["strategy=fedhyper_auto", "strategy.plateau_consistency=true"],
-            "plateau_consistency",
-            "local_signal=plateau",
         ),
         (
             ["strategy=fedhyper_auto", "strategy.divergence_ratio=0.5"],
