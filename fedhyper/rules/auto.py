@@ -52,7 +52,7 @@ from torch import Tensor
 
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
-from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose
+from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose, pooled_loss_ratio
 from fedhyper.rules.signal_average import SignalAverage
 
 __all__ = [
@@ -80,6 +80,7 @@ r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
 _STATE_KEYS = (
     "alpha",
+    "flat_rounds",
     "client_lr",
     "global_signal",
     "local_signal",
@@ -123,12 +124,19 @@ class AutoLR(ServerRule):
     while either horizon sees progress: the greedy descent cosine reads slightly negative
     on a noisy plateau that the round-long global signal still crosses), or with
     ``"plateau"`` that larger one only in a round whose clients' pooled probe loss moved
-    by at most ``guard_tolerance`` either way over their training
+    by at most ``plateau_tolerance`` either way over their training
     (:func:`~fedhyper.rules.loss_guard.loss_flat`), :math:`c_t` otherwise (a client LR
     whose clients lower their loss is left to their own signal), with
     ``plateau_consistency`` the global signal's average over its RMS in place of
     :math:`\hat s_t` there (on a plateau the global cosine is small but keeps its sign,
-    and its consistency moves the client LR at up to the full step); the first round,
+    and its consistency moves the client LR at up to the full step), and with
+    ``plateau_full_step`` 1 in place of either in a plateau round that follows another,
+    in which the clients' pooled probe loss did not rise and whose own global signal
+    :math:`s_t` is positive (a flat loss that persists, that the clients still lower
+    and that the global step still lowers says the client LR is too small by an
+    unknown factor: it doubles, at :math:`\beta_l = 0.7`, every such round; one flat
+    round among falling ones is as likely the noise of partial participation, and a
+    loss that rose, however little, does not show a too small LR); the first round,
     without a global signal, uses :math:`c_t` in all three. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
@@ -197,6 +205,13 @@ class AutoLR(ServerRule):
     plateau_consistency
         With ``local_signal="plateau"``, lift the client LR on a plateau by the global
         signal's consistency rather than its average, see above.
+    plateau_tolerance
+        The relative change of the clients' pooled probe loss over their training up to
+        which a round counts as a plateau.
+    plateau_full_step
+        With ``local_signal="plateau"``, lift the client LR by the full step
+        :math:`\beta_l` in a second plateau round in a row whose probe loss did not rise
+        and whose global signal is positive, see above.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -225,7 +240,8 @@ class AutoLR(ServerRule):
         bounds, :math:`\mu` or :math:`\rho` outside ``[0, 1)``, a negative
         ``probe_examples`` or ``guard_tolerance``, ``global_guard``, ``divergence_ratio``
         or ``local_signal="plateau"`` without probes, ``plateau_consistency`` without
-        ``local_signal="plateau"``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
+        ``local_signal="plateau"``, ``plateau_full_step`` likewise, a negative
+        ``plateau_tolerance``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
         ``local_signal`` or ``global_signal``.
 
     """
@@ -252,6 +268,8 @@ class AutoLR(ServerRule):
         global_guard: bool = False,
         divergence_ratio: float = 0.0,
         plateau_consistency: bool = False,
+        plateau_tolerance: float = 0.05,
+        plateau_full_step: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -275,8 +293,14 @@ class AutoLR(ServerRule):
             raise ValueError("global_guard needs probe_examples > 0")
         if local_signal == "plateau" and probe_examples == 0:
             raise ValueError("local_signal='plateau' needs probe_examples > 0")
-        if plateau_consistency and local_signal != "plateau":
-            raise ValueError("plateau_consistency needs local_signal='plateau'")
+        for name, wanted in (
+            ("plateau_consistency", plateau_consistency),
+            ("plateau_full_step", plateau_full_step),
+        ):
+            if wanted and local_signal != "plateau":
+                raise ValueError(f"{name} needs local_signal='plateau'")
+        if plateau_tolerance < 0.0:
+            raise ValueError(f"plateau_tolerance must be non-negative, got {plateau_tolerance}")
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
             raise ValueError(f"divergence_ratio must be 0 or at least 1, got {divergence_ratio}")
         if divergence_ratio and probe_examples == 0:
@@ -295,6 +319,8 @@ class AutoLR(ServerRule):
         self.log_space = log_space
         self.local_signal = local_signal
         self.plateau_consistency = plateau_consistency
+        self.plateau_tolerance = float(plateau_tolerance)
+        self.plateau_full_step = plateau_full_step
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
@@ -304,6 +330,7 @@ class AutoLR(ServerRule):
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
         )
         self._rounds = 0
+        self._flat_rounds = 0
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -376,12 +403,12 @@ class AutoLR(ServerRule):
         """Whether the pending round's clients' pooled probe loss moved within tolerance.
 
         Never without probes; otherwise :func:`~fedhyper.rules.loss_guard.loss_flat` at
-        ``guard_tolerance``.
+        ``plateau_tolerance``.
         """
         if not self._probe_examples:
             return False
         before, after, _ = self._pending_probes
-        return loss_flat(before, after, tolerance=self.guard_tolerance)
+        return loss_flat(before, after, tolerance=self.plateau_tolerance)
 
     @property
     def step_went_uphill(self) -> bool:
@@ -410,6 +437,8 @@ class AutoLR(ServerRule):
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         diverged = self.clients_diverged
+        flat = self.loss_flat
+        falling = pooled_loss_ratio(*self._pending_probes[:2]) <= 1.0
         smoothed = 0.0
         signal = self._global_signal(delta)
         if self.step_went_uphill:
@@ -428,16 +457,23 @@ class AutoLR(ServerRule):
                 # does not improve: the client LR rises only when the global step agrees.
                 local = min(local, self._global_average.consistency)
             elif signal is not None and (
-                self.local_signal == "either" or (self.local_signal == "plateau" and self.loss_flat)
+                self.local_signal == "either" or (self.local_signal == "plateau" and flat)
             ):
                 # The descent cosine is greedy: on a noisy plateau it reads slightly
                 # negative while the global step, a round long, still makes progress.
                 # Off a plateau it is left alone: at a well-chosen client LR it hovers
                 # near 0 while the global signal may read a small positive value.
                 lift = self._global_average.consistency if self.plateau_consistency else smoothed
+                if self.plateau_full_step and self._flat_rounds and signal > 0.0 and falling:
+                    # The averages lag a run of negative signals from an overshoot of the
+                    # server; a flat loss that persists while the clients and this round's
+                    # global step still lower it says the client LR is too small by an
+                    # unknown factor.
+                    lift = 1.0
                 local = max(local, lift)
         if diverged or self.loss_rose:
             local = -1.0
+        self._flat_rounds = self._flat_rounds + 1 if flat else 0
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
         self._pending_probes = ([], [], [])
@@ -488,13 +524,14 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round count and :math:`m`."""
+        """Return both LRs, both signals' averages, the round counts and :math:`m`."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
+            "flat_rounds": self._flat_rounds,
             "direction": restore_tensors(self._direction),
         }
 
@@ -506,4 +543,5 @@ class AutoLR(ServerRule):
         self._global_average.load_state_dict(state["global_signal"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
+        self._flat_rounds = int(state["flat_rounds"])
         self._direction = restore_tensors(state["direction"])

@@ -54,11 +54,18 @@ class AutoParams(StrategyConfig):
         descent cosine and the global cosine's consistency, its average over its RMS),
         ``either`` (the larger of the descent cosine and the global cosine) or
         ``plateau`` (that larger one only in a round whose clients' pooled probe loss
-        moved by at most ``guard_tolerance``; needs ``probe_examples`` > 0).
+        moved by at most ``plateau_tolerance``; needs ``probe_examples`` > 0).
     plateau_consistency : bool
         Lift the clients' LR on a plateau by the global cosine's consistency (its average
         over its RMS) instead of its average; read only where the local signal is (or
         ``auto`` resolves to) ``plateau``.
+    plateau_tolerance : float
+        The relative change of the clients' pooled probe loss over their training up to
+        which a round counts as a plateau.
+    plateau_full_step : bool
+        On a plateau, lift the clients' LR by the full step β_l (double it) whenever the
+        round's own global cosine is positive, however the averages lag; read where
+        ``plateau_consistency`` is.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -98,6 +105,8 @@ class AutoParams(StrategyConfig):
     log_space: bool = True
     local_signal: str = "auto"
     plateau_consistency: bool = True
+    plateau_tolerance: float = 0.02
+    plateau_full_step: bool = True
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 1000.0
@@ -124,6 +133,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.local_lr_max_factor", params.local_lr_max_factor, 1.0)
     at_least("strategy.probe_examples", params.probe_examples, 0)
     at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
+    at_least("strategy.plateau_tolerance", params.plateau_tolerance, 0.0)
     if params.divergence_ratio != 0.0 and not params.divergence_ratio >= 1.0:
         raise ConfigError("strategy.divergence_ratio", params.divergence_ratio, "0 (off) or >= 1")
     for setting, wanted in (
@@ -177,6 +187,8 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         rms_normalised=params.rms_normalised,
         local_rms_normalised=params.local_rms_normalised,
         plateau_consistency=params.plateau_consistency and signal == "plateau",
+        plateau_tolerance=params.plateau_tolerance,
+        plateau_full_step=params.plateau_full_step and signal == "plateau",
     )
 
 

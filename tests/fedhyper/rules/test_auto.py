@@ -260,6 +260,62 @@ def test_plateau_consistency_lifts_the_client_lr_by_the_global_signals_sign_agre
         AutoLR(local_signal="either", plateau_consistency=True)
 
 
+def test_plateau_tolerance_sets_how_flat_a_round_must_be() -> None:
+    rule, first = _plateau_rule_after_its_first_round(smoothing=0.0, plateau_tolerance=0.02)
+    # Pooled loss -3% (6.2 -> 6.014): a slow descent, not a plateau at 2%, though within
+    # the loss guard's 5%: the descent cosine -0.03 alone.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
+    rule.observe_probe_losses([3.1, 3.1], [3.007, 3.007])
+    assert not rule.loss_flat and not rule.loss_rose
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(-0.015))
+    # Pooled loss -1%: a plateau, max(-0.03, 0.6).
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.6})
+    rule.observe_probe_losses([3.1, 3.1], [3.069, 3.069])
+    assert rule.loss_flat
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(0.3))
+    with pytest.raises(ValueError, match="plateau_tolerance"):
+        AutoLR(local_signal="plateau", probe_examples=8, plateau_tolerance=-0.01)
+
+
+def test_plateau_full_step_lifts_by_beta_l_in_a_persisting_falling_plateau() -> None:
+    # The first round's probe loss was flat already (3.1 -> 3.1).
+    rule, first = _plateau_rule_after_its_first_round(
+        smoothing=0.5, plateau_consistency=True, plateau_full_step=True
+    )
+    falling, rising = ([3.10, 3.08], [3.09, 3.07]), ([3.10, 3.08], [3.11, 3.09])
+    # A flat round whose global cosine is -0.6 (the server overshot): no full step; the
+    # consistency, -1 alone in its window, loses to the descent cosine -0.03.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: -0.6})
+    rule.observe_probe_losses(*falling)
+    second = rule.step(vec(1.0, 0.0)).client_lr
+    assert second == pytest.approx(first * math.exp(-0.015))
+    # The plateau persists, its loss falls by 0.3% and the global cosine turns 0.1: the
+    # full step 0.5, though the consistency, -0.1 / sqrt(0.095 * 0.75), is negative.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.1})
+    rule.observe_probe_losses(*falling)
+    third = rule.step(vec(1.0, 0.0)).client_lr
+    assert third == pytest.approx(second * math.exp(0.5))
+    # Still flat, but the loss rose by 0.3%: the consistency, 0.1 / sqrt(0.0925 * 0.875).
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.3})
+    rule.observe_probe_losses(*rising)
+    fourth = rule.step(vec(1.0, 0.0)).client_lr
+    assert fourth == pytest.approx(third * math.exp(0.5 * 0.1 / math.sqrt(0.0925 * 0.875)))
+    # The clients lower their loss by 30%: their own -0.03.
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.3})
+    rule.observe_probe_losses([2.0, 2.0], [1.4, 1.4])
+    fifth = rule.step(vec(1.0, 0.0)).client_lr
+    assert fifth == pytest.approx(fourth * math.exp(-0.015))
+    # One flat round after a falling one (partial participation's noise, as likely as a
+    # plateau): the consistency, average 0.25 over RMS sqrt(0.090625 * (1 - 0.5**5)).
+    rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.3})
+    rule.observe_probe_losses(*falling)
+    consistency = 0.25 / math.sqrt(0.090625 * (1 - 0.5**5))
+    assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(fifth * math.exp(0.5 * consistency))
+    with pytest.raises(ValueError, match="plateau_full_step"):
+        AutoLR(local_signal="clients", plateau_full_step=True)
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
@@ -839,8 +895,9 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
     assert server_rule is not None
     rule = server_rule(config, config.strategy)
     assert isinstance(rule, AutoLR) and rule.local_signal == expected
-    # The consistency lift is read only where the plateau test runs.
+    # The plateau's lift settings are read only where the plateau test runs.
     assert rule.plateau_consistency is by_consistency
+    assert rule.plateau_full_step is (expected == "plateau")
 
 
 @pytest.mark.parametrize(
