@@ -80,11 +80,11 @@ r"""The clients' report key of :math:`\cos(-\nabla f_i(w_t), d_{t-1})`."""
 
 _STATE_KEYS = (
     "alpha",
-    "flat_rounds",
     "client_lr",
     "global_signal",
     "local_signal",
     "rounds",
+    "flat_rounds",
     "direction",
 )
 

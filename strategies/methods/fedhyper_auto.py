@@ -63,9 +63,9 @@ class AutoParams(StrategyConfig):
         The relative change of the clients' pooled probe loss over their training up to
         which a round counts as a plateau.
     plateau_full_step : bool
-        On a plateau, lift the clients' LR by the full step β_l (double it) whenever the
-        round's own global cosine is positive, however the averages lag; read where
-        ``plateau_consistency`` is.
+        Lift the clients' LR by the full step β_l (double it) in a second plateau round in
+        a row whose pooled probe loss did not rise and whose own global cosine is
+        positive, however the averages lag; read where ``plateau_consistency`` is.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
