@@ -84,7 +84,7 @@ _STATE_KEYS = (
     "global_signal",
     "local_signal",
     "rounds",
-    "flat_rounds",
+    "last_round_flat",
     "direction",
 )
 
@@ -330,7 +330,7 @@ class AutoLR(ServerRule):
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
         )
         self._rounds = 0
-        self._flat_rounds = 0
+        self._last_round_flat = False
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -438,7 +438,6 @@ class AutoLR(ServerRule):
         """Move both LRs along their signals and return the global step; see the class."""
         diverged = self.clients_diverged
         flat = self.loss_flat
-        falling = pooled_loss_ratio(*self._pending_probes[:2]) <= 1.0
         smoothed = 0.0
         signal = self._global_signal(delta)
         if self.step_went_uphill:
@@ -464,7 +463,12 @@ class AutoLR(ServerRule):
                 # Off a plateau it is left alone: at a well-chosen client LR it hovers
                 # near 0 while the global signal may read a small positive value.
                 lift = self._global_average.consistency if self.plateau_consistency else smoothed
-                if self.plateau_full_step and self._flat_rounds and signal > 0.0 and falling:
+                if (
+                    self.plateau_full_step
+                    and self._last_round_flat
+                    and signal > 0.0
+                    and pooled_loss_ratio(*self._pending_probes[:2]) <= 1.0
+                ):
                     # The averages lag a run of negative signals from an overshoot of the
                     # server; a flat loss that persists while the clients and this round's
                     # global step still lower it says the client LR is too small by an
@@ -473,7 +477,7 @@ class AutoLR(ServerRule):
                 local = max(local, lift)
         if diverged or self.loss_rose:
             local = -1.0
-        self._flat_rounds = self._flat_rounds + 1 if flat else 0
+        self._last_round_flat = flat
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
         self._pending_probes = ([], [], [])
@@ -524,14 +528,14 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round counts and :math:`m`."""
+        """Return both LRs, both signals' averages, the round count, the plateau flag, :math:`m`."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
             "global_signal": self._global_average.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
-            "flat_rounds": self._flat_rounds,
+            "last_round_flat": self._last_round_flat,
             "direction": restore_tensors(self._direction),
         }
 
@@ -543,5 +547,5 @@ class AutoLR(ServerRule):
         self._global_average.load_state_dict(state["global_signal"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
-        self._flat_rounds = int(state["flat_rounds"])
+        self._last_round_flat = bool(state["last_round_flat"])
         self._direction = restore_tensors(state["direction"])
