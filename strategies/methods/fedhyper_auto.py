@@ -61,7 +61,8 @@ class AutoParams(StrategyConfig):
         ``auto`` resolves to) ``plateau``.
     plateau_tolerance : float
         The relative change of the clients' pooled probe loss over their training up to
-        which a round counts as a plateau.
+        which a round counts as a plateau; by default the loss guard's noise band, so a
+        round is flat, risen or falling by one test.
     plateau_full_step : bool
         Lift the clients' LR by the full step β_l (double it) in a second plateau round in
         a row whose pooled probe loss did not rise and whose own global cosine is
@@ -105,7 +106,7 @@ class AutoParams(StrategyConfig):
     log_space: bool = True
     local_signal: str = "auto"
     plateau_consistency: bool = True
-    plateau_tolerance: float = 0.02
+    plateau_tolerance: float = 0.05
     plateau_full_step: bool = True
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01

@@ -898,6 +898,8 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
     # The plateau's lift settings are read only where the plateau test runs.
     assert rule.plateau_consistency is by_consistency
     assert rule.plateau_full_step is (expected == "plateau")
+    # One noise band: a round is flat, risen or falling by the same test.
+    assert rule.plateau_tolerance == rule.guard_tolerance == 0.05
 
 
 @pytest.mark.parametrize(
