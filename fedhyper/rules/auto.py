@@ -85,6 +85,7 @@ _STATE_KEYS = (
     "local_signal",
     "rounds",
     "last_round_flat",
+    "last_probe_ratio",
     "direction",
 )
 
@@ -136,7 +137,11 @@ class AutoLR(ServerRule):
     and that the global step still lowers says the client LR is too small by an
     unknown factor: it doubles, at :math:`\beta_l = 0.7`, every such round; one flat
     round among falling ones is as likely the noise of partial participation, and a
-    loss that rose, however little, does not show a too small LR); the first round,
+    loss that rose, however little, does not show a too small LR), and with
+    ``plateau_full_step_progress`` only while that loss fell by at least as large a
+    fraction as in the previous round (a doubled LR that bought no more progress than
+    the last one is not too small: on a valley's floor a large LR stalls the loss as a
+    small one does on a plateau); the first round,
     without a global signal, uses :math:`c_t` in all three. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
@@ -212,6 +217,9 @@ class AutoLR(ServerRule):
         With ``local_signal="plateau"``, lift the client LR by the full step
         :math:`\beta_l` in a second plateau round in a row whose probe loss did not rise
         and whose global signal is positive, see above.
+    plateau_full_step_progress
+        With ``plateau_full_step``, take the full step only in a round whose pooled probe
+        ratio is at most the previous round's, see above.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -241,7 +249,8 @@ class AutoLR(ServerRule):
         ``probe_examples`` or ``guard_tolerance``, ``global_guard``, ``divergence_ratio``
         or ``local_signal="plateau"`` without probes, ``plateau_consistency`` without
         ``local_signal="plateau"``, ``plateau_full_step`` likewise, a negative
-        ``plateau_tolerance``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
+        ``plateau_tolerance``, ``plateau_full_step_progress`` without
+        ``plateau_full_step``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
         ``local_signal`` or ``global_signal``.
 
     """
@@ -270,6 +279,7 @@ class AutoLR(ServerRule):
         plateau_consistency: bool = False,
         plateau_tolerance: float = 0.05,
         plateau_full_step: bool = False,
+        plateau_full_step_progress: bool = False,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -299,6 +309,8 @@ class AutoLR(ServerRule):
         ):
             if wanted and local_signal != "plateau":
                 raise ValueError(f"{name} needs local_signal='plateau'")
+        if plateau_full_step_progress and not plateau_full_step:
+            raise ValueError("plateau_full_step_progress needs plateau_full_step")
         if plateau_tolerance < 0.0:
             raise ValueError(f"plateau_tolerance must be non-negative, got {plateau_tolerance}")
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
@@ -321,6 +333,7 @@ class AutoLR(ServerRule):
         self.plateau_consistency = plateau_consistency
         self.plateau_tolerance = float(plateau_tolerance)
         self.plateau_full_step = plateau_full_step
+        self.plateau_full_step_progress = plateau_full_step_progress
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
@@ -331,6 +344,7 @@ class AutoLR(ServerRule):
         )
         self._rounds = 0
         self._last_round_flat = False
+        self._last_probe_ratio = math.nan
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -438,6 +452,8 @@ class AutoLR(ServerRule):
         """Move both LRs along their signals and return the global step; see the class."""
         diverged = self.clients_diverged
         flat = self.loss_flat
+        # NaN without probes, which fails every comparison below.
+        ratio = pooled_loss_ratio(*self._pending_probes[:2])
         smoothed = 0.0
         signal = self._global_signal(delta)
         if self.step_went_uphill:
@@ -467,7 +483,8 @@ class AutoLR(ServerRule):
                     self.plateau_full_step
                     and self._last_round_flat
                     and signal > 0.0
-                    and pooled_loss_ratio(*self._pending_probes[:2]) <= 1.0
+                    and ratio <= 1.0
+                    and (not self.plateau_full_step_progress or ratio <= self._last_probe_ratio)
                 ):
                     # The averages lag a run of negative signals from an overshoot of the
                     # server; a flat loss that persists while the clients and this round's
@@ -478,6 +495,7 @@ class AutoLR(ServerRule):
         if diverged or self.loss_rose:
             local = -1.0
         self._last_round_flat = flat
+        self._last_probe_ratio = ratio
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
         self._pending_probes = ([], [], [])
@@ -528,7 +546,7 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round count, the plateau flag, :math:`m`."""
+        """Return both LRs, both signals' averages, the round count, the last round's probe, m."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
@@ -536,6 +554,7 @@ class AutoLR(ServerRule):
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
             "last_round_flat": self._last_round_flat,
+            "last_probe_ratio": self._last_probe_ratio,
             "direction": restore_tensors(self._direction),
         }
 
@@ -548,4 +567,5 @@ class AutoLR(ServerRule):
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
         self._last_round_flat = bool(state["last_round_flat"])
+        self._last_probe_ratio = float(state["last_probe_ratio"])
         self._direction = restore_tensors(state["direction"])

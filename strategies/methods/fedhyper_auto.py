@@ -67,6 +67,10 @@ class AutoParams(StrategyConfig):
         Lift the clients' LR by the full step β_l (double it) in a second plateau round in
         a row whose pooled probe loss did not rise and whose own global cosine is
         positive, however the averages lag; read where ``plateau_consistency`` is.
+    plateau_full_step_progress : bool
+        Take that full step only while the clients' pooled probe loss fell by at least as
+        large a fraction as in the previous round, so that a doubled LR which bought no
+        more progress is not doubled again; read where ``plateau_full_step`` is.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -108,6 +112,7 @@ class AutoParams(StrategyConfig):
     plateau_consistency: bool = True
     plateau_tolerance: float = 0.05
     plateau_full_step: bool = True
+    plateau_full_step_progress: bool = False
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 1000.0
@@ -190,6 +195,9 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         plateau_consistency=params.plateau_consistency and signal == "plateau",
         plateau_tolerance=params.plateau_tolerance,
         plateau_full_step=params.plateau_full_step and signal == "plateau",
+        plateau_full_step_progress=(
+            params.plateau_full_step_progress and params.plateau_full_step and signal == "plateau"
+        ),
     )
 
 

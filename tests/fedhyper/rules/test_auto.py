@@ -316,6 +316,43 @@ def test_plateau_full_step_lifts_by_beta_l_in_a_persisting_falling_plateau() -> 
         AutoLR(local_signal="clients", plateau_full_step=True)
 
 
+def test_plateau_full_step_progress_doubles_again_only_while_the_loss_falls_as_fast() -> None:
+    # The first round's probe loss was flat (ratio 1.0); the global signal as is (rho 0).
+    rule, first = _plateau_rule_after_its_first_round(
+        smoothing=0.0, plateau_full_step=True, plateau_full_step_progress=True
+    )
+    # Ratios 0.99, then 0.995 (less progress than the round before), then 0.98.
+    rounds = [[3.069, 3.069], [3.0845, 3.0845], [3.038, 3.038]]
+    lrs = []
+    for after in rounds:
+        rule.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.1})
+        rule.observe_probe_losses([3.1, 3.1], after)
+        assert rule.loss_flat
+        lrs.append(rule.step(vec(1.0, 0.0)).client_lr)
+    # 0.99 <= 1.0: the full step; 0.995 > 0.99: the global signal's 0.1 instead; 0.98: full.
+    assert lrs == pytest.approx(
+        [first * math.exp(0.5), first * math.exp(0.55), first * math.exp(1.05)]
+    )
+    # The ratio is state: a restored rule compares with the round before the checkpoint.
+    restored = AutoLR(
+        global_hyper_lr=0.0,
+        local_hyper_lr=0.5,
+        local_signal="plateau",
+        probe_examples=8,
+        smoothing=0.0,
+        plateau_full_step=True,
+        plateau_full_step_progress=True,
+    )
+    restored.load_state_dict(rule.state_dict())
+    for twin in (rule, restored):
+        twin.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.1})
+        twin.observe_probe_losses([3.1, 3.1], [3.069, 3.069])  # 0.99 > 0.98
+    assert restored.step(vec(1.0, 0.0)).client_lr == rule.step(vec(1.0, 0.0)).client_lr
+    assert rule.client_lr == pytest.approx(first * math.exp(1.1))
+    with pytest.raises(ValueError, match="plateau_full_step_progress"):
+        AutoLR(local_signal="plateau", probe_examples=8, plateau_full_step_progress=True)
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
