@@ -52,7 +52,13 @@ from torch import Tensor
 
 from fedhyper.rules.base import ServerRule, ServerStep, require_keys, restore_tensors
 from fedhyper.rules.hypergradient import check_bounds, clip, hypergradient_signal
-from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose, pooled_loss_ratio
+from fedhyper.rules.loss_guard import (
+    loss_diverged,
+    loss_flat,
+    loss_rose,
+    pooled_loss_ratio,
+    ratio_flat,
+)
 from fedhyper.rules.signal_average import SignalAverage
 
 __all__ = [
@@ -84,7 +90,6 @@ _STATE_KEYS = (
     "global_signal",
     "local_signal",
     "rounds",
-    "last_round_flat",
     "last_probe_ratio",
     "direction",
 )
@@ -343,7 +348,6 @@ class AutoLR(ServerRule):
             smoothing if local_rms_normalised else 0.0, local_rms_normalised
         )
         self._rounds = 0
-        self._last_round_flat = False
         self._last_probe_ratio = math.nan
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
@@ -451,9 +455,9 @@ class AutoLR(ServerRule):
     def step(self, delta: Sequence[Tensor]) -> ServerStep:
         """Move both LRs along their signals and return the global step; see the class."""
         diverged = self.clients_diverged
-        flat = self.loss_flat
-        # NaN without probes, which fails every comparison below.
+        # NaN without probes, which is never flat and fails every comparison below.
         ratio = pooled_loss_ratio(*self._pending_probes[:2])
+        flat = ratio_flat(ratio, self.plateau_tolerance)
         smoothed = 0.0
         signal = self._global_signal(delta)
         if self.step_went_uphill:
@@ -481,7 +485,7 @@ class AutoLR(ServerRule):
                 lift = self._global_average.consistency if self.plateau_consistency else smoothed
                 if (
                     self.plateau_full_step
-                    and self._last_round_flat
+                    and ratio_flat(self._last_probe_ratio, self.plateau_tolerance)
                     and signal > 0.0
                     and ratio <= 1.0
                     and (not self.plateau_full_step_progress or ratio <= self._last_probe_ratio)
@@ -494,7 +498,6 @@ class AutoLR(ServerRule):
                 local = max(local, lift)
         if diverged or self.loss_rose:
             local = -1.0
-        self._last_round_flat = flat
         self._last_probe_ratio = ratio
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
@@ -553,7 +556,6 @@ class AutoLR(ServerRule):
             "global_signal": self._global_average.state_dict(),
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
-            "last_round_flat": self._last_round_flat,
             "last_probe_ratio": self._last_probe_ratio,
             "direction": restore_tensors(self._direction),
         }
@@ -566,6 +568,5 @@ class AutoLR(ServerRule):
         self._global_average.load_state_dict(state["global_signal"])
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
-        self._last_round_flat = bool(state["last_round_flat"])
         self._last_probe_ratio = float(state["last_probe_ratio"])
         self._direction = restore_tensors(state["direction"])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["loss_diverged", "loss_flat", "loss_rose", "pooled_loss_ratio"]
+__all__ = ["loss_diverged", "loss_flat", "loss_rose", "pooled_loss_ratio", "ratio_flat"]
 
 
 def pooled_loss_ratio(before: Sequence[float], after: Sequence[float]) -> float:
@@ -120,9 +120,30 @@ def loss_flat(before: Sequence[float], after: Sequence[float], tolerance: float 
         If the sequences differ in length or ``tolerance`` is negative.
 
     """
+    return ratio_flat(pooled_loss_ratio(before, after), tolerance)
+
+
+def ratio_flat(ratio: float, tolerance: float = 0.05) -> bool:
+    r"""Return whether a pooled probe loss ratio lies within :math:`[1 - \tau, 1 + \tau]`.
+
+    :func:`loss_flat` on a ratio already computed, for a rule that keeps the ratio.
+
+    Parameters
+    ----------
+    ratio
+        A :func:`pooled_loss_ratio`; NaN is never flat.
+    tolerance
+        :math:`\tau \ge 0`.
+
+    Raises
+    ------
+    ValueError
+        If ``tolerance`` is negative.
+
+    """
     if tolerance < 0.0:
         raise ValueError(f"tolerance must be non-negative, got {tolerance}")
-    return abs(pooled_loss_ratio(before, after) - 1.0) <= tolerance
+    return abs(ratio - 1.0) <= tolerance
 
 
 def loss_diverged(before: Sequence[float], after: Sequence[float], limit: float) -> bool:

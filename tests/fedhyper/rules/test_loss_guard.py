@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from fedhyper.rules.loss_guard import loss_diverged, loss_flat, loss_rose, pooled_loss_ratio
+from fedhyper.rules.loss_guard import (
+    loss_diverged,
+    loss_flat,
+    loss_rose,
+    pooled_loss_ratio,
+    ratio_flat,
+)
 
 
 def test_the_pooled_ratio_is_the_summed_losses_after_over_before() -> None:
@@ -49,6 +55,14 @@ def test_a_flat_loss_moved_within_the_tolerance_either_way() -> None:
     assert not loss_flat([], [])  # no probe: nothing shows a plateau
     with pytest.raises(ValueError, match="tolerance"):
         loss_flat([1.0], [1.0], tolerance=-0.1)
+
+
+def test_a_ratio_is_flat_within_the_tolerance_either_way() -> None:
+    assert ratio_flat(0.975) and ratio_flat(1.04)
+    assert not ratio_flat(0.975, tolerance=0.02) and not ratio_flat(1.06)
+    assert not ratio_flat(math.nan)  # no probe: nothing shows a plateau
+    with pytest.raises(ValueError, match="tolerance"):
+        ratio_flat(1.0, tolerance=-0.1)
 
 
 def test_each_probe_row_counts_once() -> None:
