@@ -58,6 +58,7 @@ from fedhyper.models import build_model, trainable_float_keys
 from fedhyper.training import (
     evaluate,
     first_rows,
+    flush_denormals,
     loss_before_step,
     pick_device,
     shuffle_generator,
@@ -197,6 +198,7 @@ def client_identity(partition: int | None, context: Context) -> int:
 def _load_global_model(
     content: RecordDict, task: ClientTask
 ) -> tuple[torch.nn.Module, torch.device]:
+    flush_denormals(task.flush_denormals)
     device = pick_device(task.device)
     model = _model(task.model, task.dataset, task.hidden_size, str(device))
     model.load_state_dict(content.array_records[ARRAYS_RECORD].to_torch_state_dict())

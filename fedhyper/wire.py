@@ -299,6 +299,7 @@ class ClientTask:
     batch_size: int
     max_steps: int
     device: str
+    flush_denormals: bool
     clients_per_round: int
 
     @classmethod
@@ -336,6 +337,7 @@ class ClientTask:
             batch_size=client.batch_size,
             max_steps=client.max_steps,
             device=client.device,
+            flush_denormals=client.flush_denormals,
             clients_per_round=config.strategy.clients_per_round,
         )
 

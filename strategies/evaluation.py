@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedhyper.data.federated import test_data
-from fedhyper.training import evaluate, pick_device
+from fedhyper.training import evaluate, flush_denormals, pick_device
 from strategies.callbacks import RoundCallback, RunContext
 from strategies.rounds import RoundRecord
 
@@ -20,6 +20,7 @@ class CentralEvaluation(RoundCallback):
     def on_run_start(self, run: RunContext) -> None:
         """Load the test set."""
         self._dataset = test_data(run.config.dataset)
+        flush_denormals(run.config.client.flush_denormals)
         self._device = pick_device("auto")
 
     def after_round(self, run: RunContext, record: RoundRecord) -> bool:

@@ -24,6 +24,7 @@ HEAVY = ("flwr_datasets", "datasets", "pandas", "matplotlib", "seaborn")
 
 CLIENT = """
 import json, sys
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -50,6 +51,8 @@ reply = app(message, context)
 metrics = slot_record(METRICS_RECORD, 0)
 report["trained"] = not reply.has_error() and metrics in reply.content.metric_records
 report["after_training"] = sorted(m for m in heavy if m in sys.modules)
+# The task's client.flush_denormals (on by default): 1e-39 is subnormal in float32.
+report["flushes_subnormals"] = (torch.tensor([1e-39]) * 2.0).item() == 0.0
 print(json.dumps(report))
 """
 
@@ -81,4 +84,9 @@ def test_a_client_on_cached_data_trains_without_the_partitioning_libraries(
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"after_import": [], "trained": True, "after_training": []}
+    assert report == {
+        "after_import": [],
+        "trained": True,
+        "after_training": [],
+        "flushes_subnormals": True,
+    }

@@ -14,6 +14,7 @@ from fedhyper.errors import ConfigError
 from fedhyper.training import (
     StepController,
     evaluate,
+    flush_denormals,
     loss_before_step,
     make_optimizer,
     pick_device,
@@ -231,6 +232,23 @@ def test_pick_device() -> None:
             pick_device("cuda")
     with pytest.raises(ConfigError, match=r"client\.device"):
         pick_device("tpu")
+
+
+def _subnormal_survives() -> bool:
+    # 1e-39 is below float32's smallest normal number (1.18e-38).
+    return bool((torch.tensor([1e-39]) * 2.0).item() != 0.0)
+
+
+def test_flush_denormals_turns_subnormal_arithmetic_to_zero_and_back() -> None:
+    try:
+        if not flush_denormals(True):
+            pytest.skip("this CPU has no flush-to-zero flags")
+        assert not _subnormal_survives()
+        assert (torch.tensor([2e-38]) * 2.0).item() == pytest.approx(4e-38)
+        flush_denormals(False)
+        assert _subnormal_survives()
+    finally:
+        flush_denormals(False)
 
 
 def test_set_seed_reproducible() -> None:
