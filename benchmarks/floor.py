@@ -33,7 +33,13 @@ from fedhyper.data.federated import test_data
 from fedhyper.models import trainable_float_keys
 from fedhyper.rules import FedExP, Plain, ServerRule, apply_rule
 from fedhyper.sampling import Purpose, sample_clients
-from fedhyper.training import evaluate, pick_device, shuffle_generator, train_client
+from fedhyper.training import (
+    evaluate,
+    flush_denormals,
+    pick_device,
+    shuffle_generator,
+    train_client,
+)
 from fedhyper.wire import ARRAYS_RECORD, METRICS_RECORD, ClientTask
 
 __all__ = ["floor", "server_rule_for"]
@@ -128,6 +134,8 @@ def floor(config: ExperimentConfig, workers: int = 1) -> dict[str, Any]:
     from strategies.runner import initial_model
 
     task = ClientTask.from_experiment(config)
+    # As the ClientApp and the central evaluation do; forked workers inherit the flags.
+    flush_denormals(task.flush_denormals)
     device = pick_device(task.device)
     # CUDA does not survive a fork: on a GPU the floor trains in this process.
     workers = 1 if device.type == "cuda" else workers
