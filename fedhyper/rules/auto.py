@@ -36,6 +36,10 @@ Ingredients, each with its own off switch (``0`` or ``False``):
 * the same guard on the global LR: when the clients' loss on those rows is higher on
   the model they received than on the previous round's, the server's last step went
   uphill, however its cosine reads, and the global signal of the round is -1;
+* optionally, a ceiling on those plateau lifts: once the clients' LR has come down from
+  its highest value and stayed below it for some rounds, a lift on a later plateau
+  takes it no higher than that peak, since the model has already been trained there
+  and left it; only the clients' own signal takes it past;
 * a cap for diverged rounds: when the clients' training made that loss several times
   worse (:func:`~fedhyper.rules.loss_guard.loss_diverged`), extrapolating past their
   average is unfounded, so the server steps no further than FedAvg would.
@@ -91,6 +95,9 @@ _STATE_KEYS = (
     "local_signal",
     "rounds",
     "last_probe_ratio",
+    "client_lr_peak",
+    "rounds_below_peak",
+    "client_lr_ceiling",
     "direction",
 )
 
@@ -146,7 +153,15 @@ class AutoLR(ServerRule):
     ``plateau_full_step_progress`` only while that loss fell by at least as large a
     fraction as in the previous round (a doubled LR that bought no more progress than
     the last one is not too small: on a valley's floor a large LR stalls the loss as a
-    small one does on a plateau); the first round,
+    small one does on a plateau), and with ``plateau_peak_rounds`` :math:`K > 0` no lift
+    of ``"either"`` or ``"plateau"`` takes :math:`\eta_{t+1}` above a ceiling
+    :math:`\bar\eta`, set to the peak :math:`\max_{s \le t}\eta_s` once :math:`\eta` has
+    stayed below that peak for :math:`K` rounds in a row, if the peak lies above
+    :math:`\eta_0`, and cleared when the clients'
+    own :math:`\beta_l c_t` alone takes :math:`\eta` past it (the greedy descent cosine
+    drifts an LR down by a few percent a round after a climb; a lift back past the LR the
+    run already came down from overshoots, while the climb out of a first plateau,
+    which has no such peak, is left alone); the first round,
     without a global signal, uses :math:`c_t` in all three. With the loss guard
     (``probe_examples > 0``), a round in which the clients' loss on their first
     ``probe_examples`` rows rose (:func:`~fedhyper.rules.loss_guard.loss_rose` at
@@ -225,6 +240,9 @@ class AutoLR(ServerRule):
     plateau_full_step_progress
         With ``plateau_full_step``, take the full step only in a round whose pooled probe
         ratio is at most the previous round's, see above.
+    plateau_peak_rounds
+        :math:`K`, the rounds in a row below its peak after which the client LR's peak
+        becomes the ceiling of plateau lifts, see above; 0 never caps them.
     global_signal
         ``"server"`` or ``"clients"``, see above.
     lr_bounds
@@ -255,7 +273,9 @@ class AutoLR(ServerRule):
         or ``local_signal="plateau"`` without probes, ``plateau_consistency`` without
         ``local_signal="plateau"``, ``plateau_full_step`` likewise, a negative
         ``plateau_tolerance``, ``plateau_full_step_progress`` without
-        ``plateau_full_step``, a ``divergence_ratio`` in ``(0, 1)``, or an unknown
+        ``plateau_full_step``, a negative ``plateau_peak_rounds`` or a positive one
+        without a lift (``local_signal`` ``"either"`` or ``"plateau"``), a
+        ``divergence_ratio`` in ``(0, 1)``, or an unknown
         ``local_signal`` or ``global_signal``.
 
     """
@@ -285,6 +305,7 @@ class AutoLR(ServerRule):
         plateau_tolerance: float = 0.05,
         plateau_full_step: bool = False,
         plateau_full_step_progress: bool = False,
+        plateau_peak_rounds: int = 0,
     ) -> None:
         self.lr_bounds = check_bounds("lr_bounds", lr_bounds)
         factors = check_bounds("client_lr_bounds", client_lr_bounds)
@@ -316,6 +337,10 @@ class AutoLR(ServerRule):
                 raise ValueError(f"{name} needs local_signal='plateau'")
         if plateau_full_step_progress and not plateau_full_step:
             raise ValueError("plateau_full_step_progress needs plateau_full_step")
+        if plateau_peak_rounds < 0:
+            raise ValueError(f"plateau_peak_rounds must be non-negative, got {plateau_peak_rounds}")
+        if plateau_peak_rounds and local_signal not in ("either", "plateau"):
+            raise ValueError("plateau_peak_rounds needs local_signal='either' or 'plateau'")
         if plateau_tolerance < 0.0:
             raise ValueError(f"plateau_tolerance must be non-negative, got {plateau_tolerance}")
         if divergence_ratio != 0.0 and not divergence_ratio >= 1.0:
@@ -339,6 +364,7 @@ class AutoLR(ServerRule):
         self.plateau_tolerance = float(plateau_tolerance)
         self.plateau_full_step = plateau_full_step
         self.plateau_full_step_progress = plateau_full_step_progress
+        self.plateau_peak_rounds = int(plateau_peak_rounds)
         self.global_signal = global_signal
         self._alpha = float(initial_lr)
         self._client_lr = self.base_client_lr
@@ -349,6 +375,9 @@ class AutoLR(ServerRule):
         )
         self._rounds = 0
         self._last_probe_ratio = math.nan
+        self._client_lr_peak = self.base_client_lr
+        self._rounds_below_peak = 0
+        self._client_lr_ceiling = math.inf
         self._direction: list[Tensor] | None = None
         self._pending_local_signal = 0.0
         self._pending_global_signal: float | None = None
@@ -468,9 +497,9 @@ class AutoLR(ServerRule):
             smoothed = self._global_average.add(signal)
             self._alpha = self._move(self._alpha, self.global_hyper_lr * smoothed, self.lr_bounds)
         if self.local_signal == "server":
-            local = smoothed
+            local = own = smoothed
         else:
-            local = self._local_average.add(self._pending_local_signal)
+            local = own = self._local_average.add(self._pending_local_signal)
             if self.local_signal == "both" and signal is not None:
                 # Non-IID clients can keep lowering their own loss while the global model
                 # does not improve: the client LR rises only when the global step agrees.
@@ -497,14 +526,12 @@ class AutoLR(ServerRule):
                     lift = 1.0
                 local = max(local, lift)
         if diverged or self.loss_rose:
-            local = -1.0
+            local = own = -1.0
         self._last_probe_ratio = ratio
         self._pending_local_signal = 0.0
         self._pending_global_signal = None
         self._pending_probes = ([], [], [])
-        self._client_lr = self._move(
-            self._client_lr, self.local_hyper_lr * local, self.client_lr_bounds, self.base_client_lr
-        )
+        self._client_lr = self._next_client_lr(local, own)
         self._rounds += 1
         with torch.no_grad():
             if self._direction is None:
@@ -533,6 +560,33 @@ class AutoLR(ServerRule):
             clients_diverged=diverged,
         )
 
+    def _next_client_lr(self, local: float, own: float) -> float:
+        """Move the client LR by ``local``, a lift above ``own`` no higher than the ceiling."""
+        moved = self._move_client_lr(local)
+        if moved > self._client_lr_ceiling:
+            if self._move_client_lr(own) > self._client_lr_ceiling:
+                # The clients' own signal says the LR is too small even above that peak.
+                self._client_lr_ceiling = math.inf
+            else:
+                moved = self._client_lr_ceiling
+        if moved >= self._client_lr_peak:
+            self._client_lr_peak, self._rounds_below_peak = moved, 0
+        else:
+            self._rounds_below_peak += 1
+            # An LR that has only come down from eta_0 has no peak to fall back to.
+            rose = self._client_lr_peak > self.base_client_lr
+            if rose and 0 < self.plateau_peak_rounds <= self._rounds_below_peak:
+                self._client_lr_ceiling = self._client_lr_peak
+        return moved
+
+    def _move_client_lr(self, signal: float) -> float:
+        return self._move(
+            self._client_lr,
+            self.local_hyper_lr * signal,
+            self.client_lr_bounds,
+            self.base_client_lr,
+        )
+
     def _global_signal(self, delta: Sequence[Tensor]) -> float | None:
         if self.global_signal == "clients":
             return self._pending_global_signal
@@ -549,7 +603,7 @@ class AutoLR(ServerRule):
         return clip(moved, bounds)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return both LRs, both signals' averages, the round count, the last round's probe, m."""
+        """Return the rule's state: both LRs and signal averages, rounds, probe ratio, peak, m."""
         return {
             "alpha": self._alpha,
             "client_lr": self._client_lr,
@@ -557,6 +611,9 @@ class AutoLR(ServerRule):
             "local_signal": self._local_average.state_dict(),
             "rounds": self._rounds,
             "last_probe_ratio": self._last_probe_ratio,
+            "client_lr_peak": self._client_lr_peak,
+            "rounds_below_peak": self._rounds_below_peak,
+            "client_lr_ceiling": self._client_lr_ceiling,
             "direction": restore_tensors(self._direction),
         }
 
@@ -569,4 +626,7 @@ class AutoLR(ServerRule):
         self._local_average.load_state_dict(state["local_signal"])
         self._rounds = int(state["rounds"])
         self._last_probe_ratio = float(state["last_probe_ratio"])
+        self._client_lr_peak = float(state["client_lr_peak"])
+        self._rounds_below_peak = int(state["rounds_below_peak"])
+        self._client_lr_ceiling = float(state["client_lr_ceiling"])
         self._direction = restore_tensors(state["direction"])

@@ -71,6 +71,11 @@ class AutoParams(StrategyConfig):
         Take that full step only while the clients' pooled probe loss fell by at least as
         large a fraction as in the previous round, so that a doubled LR which bought no
         more progress is not doubled again; read where ``plateau_full_step`` is.
+    plateau_peak_rounds : int
+        Once the clients' LR has stayed below the highest value it rose to (above η_0) for
+        this many rounds in a row, plateau lifts take it no higher than that peak until
+        the clients' own descent cosine does; 0 never caps them. Read where the local
+        signal is (or ``auto`` resolves to) ``plateau`` or ``either``.
     local_hyper_lr : float
         β_l, the log-step of the clients' LR per unit of its signal.
     local_rms_normalised : bool
@@ -113,6 +118,7 @@ class AutoParams(StrategyConfig):
     plateau_tolerance: float = 0.05
     plateau_full_step: bool = True
     plateau_full_step_progress: bool = False
+    plateau_peak_rounds: int = 0
     local_hyper_lr: float = 0.7
     local_lr_min_factor: float = 0.01
     local_lr_max_factor: float = 1000.0
@@ -140,6 +146,7 @@ def _check(config: ExperimentConfig, params: AutoParams) -> None:
     at_least("strategy.probe_examples", params.probe_examples, 0)
     at_least("strategy.guard_tolerance", params.guard_tolerance, 0.0)
     at_least("strategy.plateau_tolerance", params.plateau_tolerance, 0.0)
+    at_least("strategy.plateau_peak_rounds", params.plateau_peak_rounds, 0)
     if params.divergence_ratio != 0.0 and not params.divergence_ratio >= 1.0:
         raise ConfigError("strategy.divergence_ratio", params.divergence_ratio, "0 (off) or >= 1")
     for setting, wanted in (
@@ -198,6 +205,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         plateau_full_step_progress=(
             params.plateau_full_step_progress and params.plateau_full_step and signal == "plateau"
         ),
+        plateau_peak_rounds=params.plateau_peak_rounds if signal in ("plateau", "either") else 0,
     )
 
 

@@ -353,6 +353,64 @@ def test_plateau_full_step_progress_doubles_again_only_while_the_loss_falls_as_f
         AutoLR(local_signal="plateau", probe_examples=8, plateau_full_step_progress=True)
 
 
+def _lift_round(rule: AutoLR, own: float, global_cosine: float | None, flat: bool) -> float:
+    """One round of a plateau rule: the clients' cosines, a flat or a falling probe loss."""
+    reports = {DESCENT_COSINE_REPORT: own}
+    if global_cosine is not None:
+        reports[GLOBAL_COSINE_REPORT] = global_cosine
+    rule.observe_reports(reports)
+    rule.observe_probe_losses(*(([3.1, 3.1], [3.1, 3.1]) if flat else ([2.0, 2.0], [1.4, 1.4])))
+    return rule.step(vec(1.0, 0.0)).client_lr
+
+
+def _peak_rule(rounds: int) -> AutoLR:
+    return AutoLR(
+        global_hyper_lr=0.0,
+        local_hyper_lr=0.5,
+        local_signal="plateau",
+        probe_examples=8,
+        smoothing=0.0,
+        plateau_peak_rounds=rounds,
+    )
+
+
+def test_plateau_peak_rounds_caps_lifts_at_a_peak_the_lr_came_down_from() -> None:
+    rule, uncapped = _peak_rule(2), _peak_rule(0)
+    peak = 0.01 * math.exp(0.2)
+    for twin in (rule, uncapped):
+        assert _lift_round(twin, 0.4, None, flat=False) == pytest.approx(peak)
+        # Two falling rounds below the peak (0.01 e^0.15, e^0.1): the peak becomes the ceiling.
+        for exponent in (0.15, 0.1):
+            lr = _lift_round(twin, -0.1, 0.9, flat=False)
+            assert lr == pytest.approx(0.01 * math.exp(exponent))
+    restored = _peak_rule(2)
+    restored.load_state_dict(rule.state_dict())
+    # A plateau: the global cosine 1.0 would lift it to 0.01 e^0.6; it stops at the peak,
+    # as it does on the restored twin; without the cap it goes on.
+    assert _lift_round(rule, -0.1, 1.0, flat=True) == pytest.approx(peak)
+    assert _lift_round(restored, -0.1, 1.0, flat=True) == rule.client_lr
+    assert _lift_round(uncapped, -0.1, 1.0, flat=True) == pytest.approx(0.01 * math.exp(0.6))
+    # Back at the peak the ceiling stays: the next plateau round holds it there.
+    assert _lift_round(rule, 0.0, 1.0, flat=True) == pytest.approx(peak)
+    # The clients' own signal takes it past (0.01 e^0.5): the ceiling is gone, and the
+    # next plateau round's lift moves it by the full 0.5.
+    assert _lift_round(rule, 0.6, 0.2, flat=False) == pytest.approx(0.01 * math.exp(0.5))
+    assert _lift_round(rule, 0.0, 1.0, flat=True) == pytest.approx(0.01 * math.exp(1.0))
+
+
+def test_plateau_peak_rounds_leaves_a_climb_from_below_eta_0_alone() -> None:
+    rule = _peak_rule(1)
+    # The LR has only come down from eta_0 (0.01 e^-0.2, e^-0.3): no peak above eta_0 to
+    # cap at, and the plateau's lift of 0.5 takes it above eta_0.
+    assert _lift_round(rule, -0.4, None, flat=False) == pytest.approx(0.01 * math.exp(-0.2))
+    assert _lift_round(rule, -0.2, 0.5, flat=False) == pytest.approx(0.01 * math.exp(-0.3))
+    assert _lift_round(rule, -0.2, 1.0, flat=True) == pytest.approx(0.01 * math.exp(0.2))
+    with pytest.raises(ValueError, match="plateau_peak_rounds"):
+        AutoLR(local_signal="clients", plateau_peak_rounds=2)
+    with pytest.raises(ValueError, match="plateau_peak_rounds"):
+        _peak_rule(-1)
+
+
 def test_additive_steps_by_hand() -> None:
     rule = plain(global_hyper_lr=0.5, local_hyper_lr=0.5, log_space=False, initial_client_lr=0.1)
     rule.observe_local_signal(-0.5)
@@ -927,7 +985,9 @@ def test_fedhyper_auto_resumes_exactly(tmp_path: Path, extra: list[str]) -> None
 def test_the_client_lr_signal_follows_the_clients_optimiser(
     overrides: list[str], expected: str, by_consistency: bool
 ) -> None:
-    config = compose_config(["strategy=fedhyper_auto", *overrides])
+    config = compose_config(
+        ["strategy=fedhyper_auto", "strategy.plateau_peak_rounds=4", *overrides]
+    )
     server_rule = method_of(config).server_rule
     assert server_rule is not None
     rule = server_rule(config, config.strategy)
@@ -935,6 +995,7 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
     # The plateau's lift settings are read only where the plateau test runs.
     assert rule.plateau_consistency is by_consistency
     assert rule.plateau_full_step is (expected == "plateau")
+    assert rule.plateau_peak_rounds == (4 if expected == "plateau" else 0)
     # One noise band: a round is flat, risen or falling by the same test.
     assert rule.plateau_tolerance == rule.guard_tolerance == 0.05
 
@@ -949,6 +1010,7 @@ def test_the_client_lr_signal_follows_the_clients_optimiser(
         (["strategy=fedhyper_auto", "strategy.local_hyper_lr=-1"], "local_hyper_lr", ">= 0"),
         (["strategy=fedhyper_auto", "strategy.global_lr=20"], "global_lr", "3]"),
         (["strategy=fedhyper_auto", "strategy.local_lr_max_factor=0.5"], "max_factor", ">= 1"),
+        (["strategy=fedhyper_auto", "strategy.plateau_peak_rounds=-1"], "peak_rounds", ">= 0"),
         (
             ["strategy=fedhyper_auto", "strategy.global_guard=true", "strategy.probe_examples=0"],
             "probe_examples",
