@@ -206,15 +206,20 @@ def test_either_signal_raises_the_client_lr_when_one_of_them_does() -> None:
     assert rule.step(vec(1.0, 0.0)).client_lr == pytest.approx(second * math.exp(-0.05))
 
 
-def _plateau_rule_after_its_first_round(**settings: Any) -> tuple[AutoLR, float]:
-    """A plateau rule (beta_l = 0.5) and the client LR its first round gave: local alone."""
-    rule = AutoLR(
+def _plateau_rule(**settings: Any) -> AutoLR:
+    """A plateau rule with a held global LR and beta_l = 0.5."""
+    return AutoLR(
         global_hyper_lr=0.0,
         local_hyper_lr=0.5,
         local_signal="plateau",
         probe_examples=8,
         **settings,
     )
+
+
+def _plateau_rule_after_its_first_round(**settings: Any) -> tuple[AutoLR, float]:
+    """A plateau rule (beta_l = 0.5) and the client LR its first round gave: local alone."""
+    rule = _plateau_rule(**settings)
     rule.observe_reports({DESCENT_COSINE_REPORT: -0.2})  # no global signal yet
     rule.observe_probe_losses([3.1, 3.1], [3.1, 3.1])
     first = rule.step(vec(1.0, 0.0)).client_lr
@@ -334,15 +339,7 @@ def test_plateau_full_step_progress_doubles_again_only_while_the_loss_falls_as_f
         [first * math.exp(0.5), first * math.exp(0.55), first * math.exp(1.05)]
     )
     # The ratio is state: a restored rule compares with the round before the checkpoint.
-    restored = AutoLR(
-        global_hyper_lr=0.0,
-        local_hyper_lr=0.5,
-        local_signal="plateau",
-        probe_examples=8,
-        smoothing=0.0,
-        plateau_full_step=True,
-        plateau_full_step_progress=True,
-    )
+    restored = _plateau_rule(smoothing=0.0, plateau_full_step=True, plateau_full_step_progress=True)
     restored.load_state_dict(rule.state_dict())
     for twin in (rule, restored):
         twin.observe_reports({DESCENT_COSINE_REPORT: -0.03, GLOBAL_COSINE_REPORT: 0.1})
@@ -364,14 +361,7 @@ def _lift_round(rule: AutoLR, own: float, global_cosine: float | None, flat: boo
 
 
 def _peak_rule(rounds: int) -> AutoLR:
-    return AutoLR(
-        global_hyper_lr=0.0,
-        local_hyper_lr=0.5,
-        local_signal="plateau",
-        probe_examples=8,
-        smoothing=0.0,
-        plateau_peak_rounds=rounds,
-    )
+    return _plateau_rule(smoothing=0.0, plateau_peak_rounds=rounds)
 
 
 def test_plateau_peak_rounds_caps_lifts_at_a_peak_the_lr_came_down_from() -> None:
