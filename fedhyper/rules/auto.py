@@ -69,6 +69,7 @@ __all__ = [
     "DESCENT_COSINE_REPORT",
     "GLOBAL_COSINE_REPORT",
     "GLOBAL_SIGNALS",
+    "LIFTING_SIGNALS",
     "LOCAL_SIGNALS",
     "AutoLR",
     "bounded_cosine",
@@ -81,6 +82,9 @@ LOCAL_SIGNALS = ("clients", "server", "both", "either", "plateau")
 """What drives the clients' LR: their reported descent cosine, the global signal, the
 smaller of the descent cosine and the global signal's consistency, the larger of the
 descent cosine and the global signal, or that larger one only on a loss plateau."""
+
+LIFTING_SIGNALS = ("either", "plateau")
+"""The local signals that may lift the clients' LR by the global signal (and so be capped)."""
 
 DESCENT_COSINE_REPORT = "descent-cosine"
 """The clients' report key of their mean descent cosine, which :class:`AutoLR` observes."""
@@ -339,7 +343,7 @@ class AutoLR(ServerRule):
             raise ValueError("plateau_full_step_progress needs plateau_full_step")
         if plateau_peak_rounds < 0:
             raise ValueError(f"plateau_peak_rounds must be non-negative, got {plateau_peak_rounds}")
-        if plateau_peak_rounds and local_signal not in ("either", "plateau"):
+        if plateau_peak_rounds and local_signal not in LIFTING_SIGNALS:
             raise ValueError("plateau_peak_rounds needs local_signal='either' or 'plateau'")
         if plateau_tolerance < 0.0:
             raise ValueError(f"plateau_tolerance must be non-negative, got {plateau_tolerance}")

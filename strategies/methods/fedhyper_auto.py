@@ -9,7 +9,7 @@ from fedhyper.checks import at_least, in_range, one_of, within_own_bounds
 from fedhyper.config import ExperimentConfig, StrategyConfig
 from fedhyper.errors import ConfigError
 from fedhyper.methods import Method, register_method
-from fedhyper.rules.auto import GLOBAL_SIGNALS, LOCAL_SIGNALS, AutoLR
+from fedhyper.rules.auto import GLOBAL_SIGNALS, LIFTING_SIGNALS, LOCAL_SIGNALS, AutoLR
 from fedhyper.training import ADAPTIVE_OPTIMIZERS
 from strategies.factory import rule_strategy
 
@@ -205,7 +205,7 @@ def _auto(config: ExperimentConfig, params: AutoParams) -> AutoLR:
         plateau_full_step_progress=(
             params.plateau_full_step_progress and params.plateau_full_step and signal == "plateau"
         ),
-        plateau_peak_rounds=params.plateau_peak_rounds if signal in ("plateau", "either") else 0,
+        plateau_peak_rounds=params.plateau_peak_rounds if signal in LIFTING_SIGNALS else 0,
     )
 
 
