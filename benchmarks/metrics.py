@@ -16,6 +16,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+REFERENCE = "fedavg"
+"""The strategy whose final accuracy is the target, and whose best cell is "tuned"."""
+
 FINAL_ROUNDS = 3
 """Rounds averaged into a run's final accuracy."""
 

@@ -2,8 +2,11 @@
 
 * ``compare``: ``<stem>_accuracy.png`` (mean accuracy per round with a min-max band over
   seeds) and ``<stem>_lr.png`` (global and mean local LR per round);
-* ``robustness``: ``<stem>_heatmap.png`` (FedAvg's final accuracy, and each arm's regret
-  against the best-tuned FedAvg, per initial global LR x initial local LR cell).
+* ``robustness`` and ``tuning``: ``<stem>_heatmap.png`` (FedAvg's final accuracy, and
+  each arm's regret against the best-tuned FedAvg, per initial global LR x initial local
+  LR cell);
+* ``ablation``: ``<stem>_bars.png`` (each arm's final accuracy in each cell, beside the
+  full rule's and FedAvg's).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.tables import BASELINES, REFERENCE, compare_metrics, grids, tuned_reference
+from benchmarks.ablations import FULL_RULE, ablation_cells
+from benchmarks.metrics import REFERENCE
+from benchmarks.tables import BASELINES, compare_metrics, grids, tuned_reference
 
 PLOT_KINDS: dict[str, tuple[str, ...]] = {
     "compare": ("accuracy", "lr"),
     "robustness": ("heatmap",),
     "tuning": ("heatmap",),
-    "ablation": ("heatmap",),
+    "ablation": ("bars",),
     "hdet": ("accuracy", "lr"),
 }
 """Suite -> the plots drawn for it, each saved as ``<stem>_<kind>.png``."""
@@ -41,6 +46,16 @@ def _stamp(figure: Any, data: dict[str, Any]) -> None:
         f"{data['machine']}",
         fontsize=8,
     )
+
+
+def _save(figure: Any, data: dict[str, Any], stem: Path, kind: str) -> Path:
+    """Stamp the figure with the result's provenance, save it as the ``kind`` plot, close it."""
+    _stamp(figure, data)
+    figure.tight_layout()
+    path = plot_path(stem, kind)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def _per_round(runs: list[dict[str, Any]], key: str) -> dict[str, np.ndarray]:
@@ -80,11 +95,7 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     axes[0].set_ylabel("centralised test accuracy (mean, band: min-max over seeds)")
-    _stamp(figure, data)
-    figure.tight_layout()
-    accuracy_path = plot_path(stem, "accuracy")
-    figure.savefig(accuracy_path, dpi=110)
-    plt.close(figure)
+    accuracy_path = _save(figure, data, stem, "accuracy")
 
     figure, axes = plt.subplots(1, 2, figsize=(13, 5))
     for axis, key, ylabel in (
@@ -101,12 +112,7 @@ def plot_compare(data: dict[str, Any], stem: Path) -> list[Path]:
         axis.set(xlabel="round", ylabel=ylabel, yscale="log")
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
-    _stamp(figure, data)
-    figure.tight_layout()
-    lr_path = plot_path(stem, "lr")
-    figure.savefig(lr_path, dpi=110)
-    plt.close(figure)
-    return [accuracy_path, lr_path]
+    return [accuracy_path, _save(figure, data, stem, "lr")]
 
 
 def plot_robustness(data: dict[str, Any], stem: Path) -> list[Path]:
@@ -144,9 +150,38 @@ def plot_robustness(data: dict[str, Any], stem: Path) -> list[Path]:
         axis.set_yticks(range(len(local_lrs)), [f"{v:g}" for v in local_lrs])
         axis.set(xlabel="initial global LR α_0", ylabel="initial local LR η_0", title=title)
         figure.colorbar(image, ax=axis, fraction=0.046)
-    _stamp(figure, data)
-    figure.tight_layout()
-    path = plot_path(stem, "heatmap")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return [_save(figure, data, stem, "heatmap")]
+
+
+def plot_ablation(data: dict[str, Any], stem: Path) -> list[Path]:
+    """Draw each arm's final accuracy per cell of an ``ablation`` result as bars."""
+    cells = ablation_cells(data)
+    arms = max(len(cell.arms) for cell in cells)
+    figure, axes = plt.subplots(
+        1, len(cells), figsize=(7 * len(cells), 1.5 + 0.3 * arms), squeeze=False
+    )
+    for axis, cell in zip(axes[0], cells, strict=True):
+        names = [arm.metrics.strategy for arm in cell.arms]
+        means = [100 * arm.metrics.final_mean for arm in cell.arms]
+        spreads = [100 * arm.metrics.final_std for arm in cell.arms]
+        colours = [
+            "tab:orange" if name == FULL_RULE else "grey" if name in BASELINES else "tab:blue"
+            for name in names
+        ]
+        axis.barh(names, means, xerr=spreads, color=colours)
+        if cell.target is not None:
+            axis.axvline(
+                100 * cell.target, color="black", linestyle="--", linewidth=1, label="FedAvg"
+            )
+            axis.legend(fontsize=7)
+        # Arms differ by a few points at 60-85% accuracy: start the axis near the
+        # lowest bar so those differences are visible.
+        axis.set_xlim(max(0.0, min(means) - 5), min(100.0, max(means) + 3))
+        axis.invert_yaxis()
+        axis.tick_params(axis="y", labelsize=7)
+        axis.set(
+            xlabel="final accuracy (%), ± std over seeds",
+            title=f"η_0 = {cell.local_lr:g}, α_0 = {cell.global_lr:g}",
+        )
+        axis.grid(alpha=0.3, axis="x")
+    return [_save(figure, data, stem, "bars")]

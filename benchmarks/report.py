@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plots import PLOT_KINDS, plot_compare, plot_path, plot_robustness
+from benchmarks.plots import PLOT_KINDS, plot_ablation, plot_compare, plot_path, plot_robustness
 from benchmarks.tables import (
-    GRID_SUITES,
+    REGRET_SUITES,
     RESULTS_DIR,
     client_label,
     load,
@@ -48,8 +48,12 @@ def render(path: Path, data: dict[str, Any] | None = None) -> list[Path]:
     stem = path.with_suffix("")
     table_path = path.with_suffix(".md")
     table_path.write_text(table(data), encoding="utf-8")
-    grid = data["suite"] in GRID_SUITES
-    plots = plot_robustness(data, stem) if grid else plot_compare(data, stem)
+    if data["suite"] == "ablation":
+        plots = plot_ablation(data, stem)
+    elif data["suite"] in REGRET_SUITES:
+        plots = plot_robustness(data, stem)
+    else:
+        plots = plot_compare(data, stem)
     return [table_path, *plots]
 
 

@@ -5,7 +5,8 @@ then for ``compare`` one row per strategy (aggregated over seeds) with the headl
 metrics of :mod:`benchmarks.metrics` (final accuracy, rounds to FedAvg's final accuracy,
 speed-up over FedAvg) and the rounds to the preset's absolute target as a secondary
 column; for ``robustness`` each arm's final-accuracy grid over (initial local LR,
-initial global LR) and its regret against the best-tuned FedAvg. :func:`summary` renders
+initial global LR) and its regret against the best-tuned FedAvg; for ``ablation`` the
+full rule against each variant (:mod:`benchmarks.ablations`). :func:`summary` renders
 the headline tables of the results index. ``tests/benchmarks/test_results.py`` checks that
 the committed tables are reproduced byte for byte.
 """
@@ -22,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.ablations import FULL_RULE, ablation_summary_cells, ablation_table
 from benchmarks.metrics import (
+    REFERENCE,
     Regret,
     StrategyMetrics,
     fastest,
@@ -39,12 +42,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITE_NAMES = ("compare", "robustness", "tuning", "ablation", "hdet")
 GRID_SUITES = ("robustness", "tuning", "ablation")
 """Suites whose result is a grid over initial learning rates, one arm per method."""
+REGRET_SUITES = ("robustness", "tuning")
+"""Grid suites summarised by each arm's regret against the best-tuned FedAvg; an
+``ablation`` is summarised against its full rule instead (:mod:`benchmarks.ablations`)."""
 
 BASELINES = baselines()
 """Strategies that are not FedHyper: the baselines FedHyper is compared with."""
 
 FULL = "fedhyper"
-REFERENCE = "fedavg"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -453,7 +458,12 @@ def table(data: dict[str, Any]) -> str:
         The file's text, ending in a newline.
 
     """
-    body = robustness_table(data) if data["suite"] in GRID_SUITES else compare_table(data)
+    if data["suite"] == "ablation":
+        body = ablation_table(data)
+    elif data["suite"] in REGRET_SUITES:
+        body = robustness_table(data)
+    else:
+        body = compare_table(data)
     wall = data.get("suite_wall_s")
     lines = [
         f"## `{data['suite']}` on {data['dataset']} (profile `{data['profile']}`)",
@@ -604,8 +614,10 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
     -------
     str
         A ``compare`` table (one row per dataset and client optimiser: speed-up to
-        FedAvg's final accuracy and final accuracies) and a ``robustness`` table (each
-        arm's regret against the best-tuned FedAvg).
+        FedAvg's final accuracy and final accuracies), a ``robustness`` table (each
+        arm's regret against the best-tuned FedAvg, ``tuning`` included) and an
+        ``ablation`` table (per cell, the variants furthest below and above the full
+        rule).
 
     """
     lines = [
@@ -631,11 +643,29 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
         "|---" * 10 + "|",
     ]
     for data in results:
-        if data["suite"] in GRID_SUITES:
+        if data["suite"] in REGRET_SUITES:
             lines += robustness_summary_rows(data)
     lines += [
         "",
         "Regret in a cell: the best FedAvg cell's final accuracy minus the arm's final "
         "accuracy there, in points: what a user loses by not tuning FedAvg.",
+        "",
+        "| dataset | profile | client | cell | seeds | FedAvg final accuracy "
+        f"| `{FULL_RULE}` final accuracy | variants | furthest below `{FULL_RULE}`, points "
+        "| furthest above, points | suite wall time | date |",
+        "|---" * 12 + "|",
+    ]
+    for data in results:
+        if data["suite"] == "ablation":
+            head = [data["dataset"], data["profile"], data["setup"]["optimizer"]]
+            lines += [
+                "| " + " | ".join([*head, *cells, *_provenance_cells(data)]) + " |"
+                for cells in ablation_summary_cells(data)
+            ]
+    lines += [
+        "",
+        f"Ablations: the full rule (`{FULL_RULE}`) against its variants, each of which "
+        "switches one ingredient off or replaces it, in the same cell (the baselines are "
+        "not counted as variants); each file's table names what every variant changes.",
     ]
     return "\n".join(lines)

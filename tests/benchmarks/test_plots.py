@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from matplotlib.figure import Figure
 
-from benchmarks.plots import plot_compare, plot_path, plot_robustness
+from benchmarks.plots import plot_ablation, plot_compare, plot_path, plot_robustness
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,3 +75,14 @@ def test_a_partial_robustness_grid_gets_its_heatmap(tmp_path: Path) -> None:
     data = {**PROVENANCE, "suite": "robustness", "runs": runs}
     paths = plot_robustness(data, tmp_path / "robustness_toy")
     assert _written(paths) == ["robustness_toy_heatmap.png"]
+
+
+def test_an_ablation_gets_one_bar_panel_per_cell(tmp_path: Path) -> None:
+    runs = [
+        _run(arm, accuracy, 1.0, local_lr)
+        for local_lr in (0.001, 0.01)
+        for arm, accuracy in (("fedavg", [0.5, 0.6]), ("fedhyper_auto", [0.6, 0.7]))
+    ]
+    data = {**PROVENANCE, "suite": "ablation", "runs": runs}
+    paths = plot_ablation(data, tmp_path / "ablation_toy")
+    assert _written(paths) == ["ablation_toy_bars.png"]
