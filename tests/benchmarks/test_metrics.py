@@ -34,6 +34,13 @@ def test_rounds_to_counts_from_one_and_a_tie_reaches_the_target() -> None:
     assert rounds_to([0.1, 0.4], 0.5) is None
 
 
+def test_a_flat_run_reaches_its_own_final_accuracy() -> None:
+    # The mean of three rounds at 0.182 is 0.18200000000000002 in floats.
+    curve = [0.1, 0.182, 0.182, 0.182]
+    assert final_accuracy(curve) > 0.182
+    assert rounds_to(curve, final_accuracy(curve)) == 2
+
+
 def test_a_missed_seed_leaves_no_mean_and_no_speedup() -> None:
     reached = seed_rounds([[0.1, 0.6], [0.1, 0.2, 0.7]], 0.5)
     assert reached == Rounds(mean=2.5, missed=0, seeds=2)
