@@ -40,11 +40,10 @@ from fedhyper.methods import baselines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITE_NAMES = ("compare", "robustness", "tuning", "ablation", "hdet")
-GRID_SUITES = ("robustness", "tuning", "ablation")
-"""Suites whose result is a grid over initial learning rates, one arm per method."""
 REGRET_SUITES = ("robustness", "tuning")
-"""Grid suites summarised by each arm's regret against the best-tuned FedAvg; an
-``ablation`` is summarised against its full rule instead (:mod:`benchmarks.ablations`)."""
+"""Suites whose result is a grid over initial learning rates, one arm per method, each
+summarised by its regret against the best-tuned FedAvg; an ``ablation`` (also over
+initial LRs) is summarised against its full rule instead (:mod:`benchmarks.ablations`)."""
 
 BASELINES = baselines()
 """Strategies that are not FedHyper: the baselines FedHyper is compared with."""
