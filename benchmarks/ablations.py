@@ -12,7 +12,6 @@ final accuracy in the same cell as the target, and its difference from the full 
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from benchmarks.metrics import (
     REFERENCE,
     StrategyMetrics,
-    final_accuracy,
+    mean_final_accuracy,
     speedup,
     strategy_metrics,
 )
@@ -145,12 +144,8 @@ def ablation_cells(data: dict[str, Any]) -> list[AblationCell]:
         runs_by_cell[(run["local_lr"], run["global_lr"])][run["strategy"]].append(run)
     cells = []
     for (local_lr, global_lr), by_arm in sorted(runs_by_cell.items()):
-        target = (
-            statistics.fmean(final_accuracy(run["accuracy"]) for run in by_arm[REFERENCE])
-            if REFERENCE in by_arm
-            else None
-        )
         curves = {arm: [run["accuracy"] for run in runs] for arm, runs in by_arm.items()}
+        target = mean_final_accuracy(curves[REFERENCE]) if REFERENCE in curves else None
         metrics = strategy_metrics(curves, math.inf if target is None else target)
         full = next((m for m in metrics if m.strategy == FULL_RULE), None)
         full_settings = by_arm[FULL_RULE][0].get("settings") if full else None
@@ -172,11 +167,6 @@ def ablation_cells(data: dict[str, Any]) -> list[AblationCell]:
             )
         cells.append(AblationCell(local_lr, global_lr, target, arms))
     return cells
-
-
-def _final(m: StrategyMetrics) -> str:
-    spread = f" ± {m.final_std:.4f}" if m.rounds.seeds > 1 else ""
-    return f"{m.final_mean:.4f}{spread}"
 
 
 def _changes_cell(arm: ArmFigures) -> str:
@@ -215,7 +205,7 @@ def ablation_table(data: dict[str, Any]) -> str:
                 m.strategy,
                 _changes_cell(arm),
                 str(m.rounds.seeds),
-                _final(m),
+                m.final_text(),
                 points,
                 *_rounds_cells(cell, arm),
             ]
@@ -259,8 +249,8 @@ def ablation_summary_cells(data: dict[str, Any]) -> list[list[str]]:
             [
                 f"η_0 = {cell.local_lr:g}, α_0 = {cell.global_lr:g}",
                 str(max(a.metrics.rounds.seeds for a in cell.arms)),
-                "—" if reference is None else _final(reference.metrics),
-                "—" if full is None else _final(full.metrics),
+                "—" if reference is None else reference.metrics.final_text(),
+                "—" if full is None else full.metrics.final_text(),
                 str(len(variants)),
                 _extreme(min(scored, key=_points, default=None)),
                 _extreme(max(scored, key=_points, default=None)),

@@ -56,6 +56,11 @@ def final_accuracy(curve: Sequence[float], rounds: int = FINAL_ROUNDS) -> float:
     return statistics.fmean(curve[-rounds:])
 
 
+def mean_final_accuracy(curves: Sequence[Sequence[float]]) -> float:
+    """Return the final accuracy averaged over seeds' curves: the target, for FedAvg's."""
+    return statistics.fmean(final_accuracy(curve) for curve in curves)
+
+
 def rounds_to(curve: Sequence[float], target: float) -> int | None:
     """Return the first 1-based round whose accuracy is at or above ``target``, else ``None``.
 
@@ -125,6 +130,11 @@ class StrategyMetrics:
     final_mean: float
     final_std: float
     rounds: Rounds
+
+    def final_text(self, fmt: str = ".4f") -> str:
+        """``"0.8340 ± 0.0110"``: the final accuracy, with its spread when seeds are several."""
+        spread = f" ± {self.final_std:{fmt}}" if self.rounds.seeds > 1 else ""
+        return f"{self.final_mean:{fmt}}{spread}"
 
 
 def strategy_metrics(

@@ -30,6 +30,7 @@ from benchmarks.metrics import (
     StrategyMetrics,
     fastest,
     final_accuracy,
+    mean_final_accuracy,
     most_accurate,
     regret,
     seed_rounds,
@@ -121,20 +122,15 @@ def compare_metrics(data: dict[str, Any]) -> tuple[float, list[StrategyMetrics]]
     }
     if REFERENCE not in curves:
         raise ValueError(f"compare on {data['dataset']}: no {REFERENCE} run sets the target")
-    target = statistics.fmean(final_accuracy(curve) for curve in curves[REFERENCE])
+    target = mean_final_accuracy(curves[REFERENCE])
     return target, strategy_metrics(curves, target)
-
-
-def _final_cell(m: StrategyMetrics, fmt: str = ".4f") -> str:
-    spread = f" ± {m.final_std:{fmt}}" if m.rounds.seeds > 1 else ""
-    return f"{m.final_mean:{fmt}}{spread}"
 
 
 def _named_final(m: StrategyMetrics | None, *, named: bool = True) -> str:
     """``"0.834 ± 0.011 `fedhyper`"``: the final accuracy, then (if ``named``) the label."""
     if m is None:
         return "—"
-    return _final_cell(m, ".3f") + (f" `{m.strategy}`" if named else "")
+    return m.final_text(".3f") + (f" `{m.strategy}`" if named else "")
 
 
 def _speedup_cell(
@@ -247,7 +243,7 @@ def compare_table(data: dict[str, Any]) -> str:
         ratio = speedup(reference.rounds, m.rounds)
         absolute_rounds = seed_rounds([run["accuracy"] for run in runs], absolute)
         lines.append(
-            f"| {m.strategy} | {m.rounds.seeds} | {_final_cell(m)} | {m.rounds} "
+            f"| {m.strategy} | {m.rounds.seeds} | {m.final_text()} | {m.rounds} "
             f"| {'—' if ratio is None else f'{ratio:.2f}x'} "
             f"| {statistics.fmean(max(run['accuracy']) for run in runs):.4f} "
             f"| {absolute_rounds} | {statistics.fmean(run['wall_s'] for run in runs):.0f} |"
